@@ -1,0 +1,1 @@
+"""Metric registry, image metrics (FID/KID/PR/SWD) and 3D metrics."""

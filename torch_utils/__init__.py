@@ -1,0 +1,1 @@
+"""Paper-agnostic PyTorch infrastructure."""

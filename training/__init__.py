@@ -1,0 +1,1 @@
+"""The method: dataset, cameras, patches, rendering, networks, losses and the training loop."""
