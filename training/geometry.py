@@ -158,19 +158,18 @@ def auto_threshold(
 
 def check_isosurface(volume: np.ndarray, threshold: float) -> None:
     """Raise EmptyIsosurfaceError, with a suggested threshold, when `threshold` crosses no voxel pair."""
-    s = density_stats(volume)
-    if s['min'] < threshold < s['max']:
+    lo, hi = float(volume.min()), float(volume.max())
+    if lo < threshold < hi:
         return
-    side = (
-        'above' if threshold >= s['max'] else 'below'
-    )  # below: every voxel is occupied, only the box remains
+    s = density_stats(volume)
+    side = 'above' if threshold >= hi else 'below'  # below: every voxel is occupied, only the box remains
     try:
         suggestion = f'; try --threshold {auto_threshold(volume):.4g} (the automatic choice)'
     except EmptyIsosurfaceError:
         suggestion = '; the density is constant, so no threshold gives a surface'
     raise EmptyIsosurfaceError(
         f'the isosurface at threshold {threshold:.4g} is empty: the threshold is {side} every sampled density '
-        f'(min {s["min"]:.4g}, median {s["median"]:.4g}, max {s["max"]:.4g}){suggestion}'
+        f'(min {lo:.4g}, median {s["median"]:.4g}, max {hi:.4g}){suggestion}'
     )
 
 
