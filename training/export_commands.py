@@ -169,12 +169,16 @@ def mesh(
             bounds=[list(b) for b in bounds],
             method=method or geometry.DEFAULT_MC_METHOD,
         )
+        timings = {
+            k: info.pop(k) for k in ('density_s', 'marching_cubes_s', 'colors_s')
+        }  # keep files deterministic
         with open(mesh_path.rsplit('.', 1)[0] + '.json', 'w') as f:
             json.dump(info, f, indent=2)
         paths += [mesh_path, mesh_path.rsplit('.', 1)[0] + '.json']
         notes.append(
             f'seed {seed}: {info["num_vertices"]} vertices, {info["num_faces"]} faces at threshold '
-            f'{info["threshold"]:.4g} (density median {info["median"]:.3g}, max {info["max"]:.3g})'
+            f'{info["threshold"]:.4g} (density median {info["median"]:.3g}, max {info["max"]:.3g}); '
+            f'{timings["density_s"]:.1f} s density, {timings["marching_cubes_s"]:.1f} s marching cubes'
         )
         if render:
             from training.mesh_render import render_mesh_in_subprocess
