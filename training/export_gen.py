@@ -150,8 +150,9 @@ def seeds_to_ws(
 
 def synthesize(G, ws: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
     """Tri-planes for each latent, with constant noise. [N, 3, C, Rp, Rp]"""
+    num_ws = getattr(G.synthesis, 'num_ws', ws.shape[1])  # the rest of ws (if any) drives the background
     with torch.no_grad():
-        return torch.cat([G.synthesis(w, noise_mode='const') for w in ws.split(batch_size)])
+        return torch.cat([G.synthesis(w[:, :num_ws], noise_mode='const') for w in ws.split(batch_size)])
 
 
 def render(G, planes, ws, camera: cams.Camera, resolution=None, foreground_only=False, batch_size: int = 4):
