@@ -119,12 +119,31 @@ def _sampler_kwargs(opts, R: int) -> dict:
 
 
 def _generator_kwargs(opts, dp: dict, source: str) -> dict:
-    raise NotImplementedError
+    """Paper defaults live in Generator's signature; the dataset preset gives the scene, the flags the sizes."""
+    check_kwargs(G_CLASS, opts.G_kwargs, f'{source}: G_kwargs')
+    background = dp['background'] if dp['background'] in ('white', 'black') else 'white'
+    return dict(
+        class_name=G_CLASS, img_resolution=dp['resolution'], patch_resolution=opts.patch_res,
+        plane_resolution=opts.triplane_res, num_coarse=opts.ray_steps, num_fine=opts.ray_steps,
+        scene_bounds=dp['cube_scale'], ray_start=dp['ray_start'], ray_end=dp['ray_end'],
+        background=background, bg_model=bool(opts.bg), **opts.G_kwargs,
+    )  # fmt: skip
 
 
 def _discriminator_kwargs(opts, R: int, source: str) -> dict:
-    raise NotImplementedError
+    check_kwargs(D_CLASS, opts.D_kwargs, f'{source}: D_kwargs')
+    kw = dict(
+        class_name=D_CLASS, img_resolution=R, patch_resolution=opts.patch_res, hyper_mod=bool(opts.hyper_mod),
+        camera_cond=bool(opts.camera_cond),
+    )  # fmt: skip
+    if opts.fp32:
+        kw.update(num_fp16_res=0)
+    kw.update(opts.D_kwargs)
+    return kw
 
 
 def _loss_kwargs(opts, source: str) -> dict:
-    raise NotImplementedError
+    check_kwargs(
+        LOSS_CLASS, opts.loss_kwargs, f'{source}: loss_kwargs', skip=('device', 'G', 'D', 'augment_pipe')
+    )
+    return dict(class_name=LOSS_CLASS, r1_gamma=opts.gamma, **opts.loss_kwargs)

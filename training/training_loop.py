@@ -18,6 +18,7 @@ import torch
 import dnnlib
 from torch_utils import misc, training_stats
 from training import data_iter, run_dir, snapshots, train_logging, train_step
+from training.generator import density_noise_std
 from training.patches import make_patch_sampler
 
 # ----------------------------------------------------------------------------
@@ -68,8 +69,8 @@ def setup(c, rank: int, world_size: int, device) -> dnnlib.EasyDict:
     s.real_stream = data_iter.make_real_stream(
         s.dataset, s.batch_gpu, rank, world_size, c.seed, s.progress.cur_nimg, c.workers, s.device
     )
-    s.stats_collector = training_stats.Collector(regex='.*')
-    s.stats_file, s.writer = train_logging.open_writers(c.run_dir) if rank == 0 else (None, None)
+    s.stats_collector = training_stats.Collector(regex='.*', keep_previous=False)
+    s.writer = train_logging.open_writer(c.run_dir) if rank == 0 else None
     s.tick_scales = []
     train_logging.setup_grid(s)
     return s
@@ -187,12 +188,10 @@ def end_tick(s, tick_time: float, final: bool) -> None:
 # The loop.
 
 
-def density_noise_kwargs(s) -> dict:
+def generator_kwargs(s) -> dict:
     """Per-step generator kwargs computed from cur_nimg (schedules are never module state)."""
-    schedule = getattr(__import__('training.generator', fromlist=['x']), 'density_noise_std', None)
-    if schedule is None or not s.c.density_noise:
-        return {}
-    return dict(density_noise_std=float(schedule(s.progress.cur_nimg)))
+    std = density_noise_std(s.progress.cur_nimg, s.c.density_noise_std, s.c.density_noise_kimg)
+    return dict(density_noise_std=std)
 
 
 def next_real_batches(s) -> list:
@@ -206,7 +205,7 @@ def train(s) -> str:
     s.log.print(f'Training for {s.c.kimg} kimg from kimg {s.progress.cur_nimg / 1000:.3f}...')
     tick_start = time.time()
     while True:
-        train_step.train_step(s, next_real_batches(s), density_noise_kwargs(s))
+        train_step.train_step(s, next_real_batches(s), generator_kwargs(s))
         if s.progress.batch_idx % s.c.ada_interval != 0:
             continue  # ticks, snapshots and stops only at ADA boundaries (exact resume)
         stop = agreed_stop(s)
@@ -223,9 +222,8 @@ def train(s) -> str:
 
 
 def teardown(s) -> None:
-    for name in ('stats_file', 'writer'):
-        if s.get(name) is not None:
-            s[name].close()
+    if s.get('writer') is not None:
+        s.writer.close()
     s.pop('real_stream', None)
     s.log.close()
 
