@@ -93,6 +93,36 @@ def test_resume_continues_bit_exactly(tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in ('step', 'exp_avg', 'exp_avg_sq'))
 
 
+def test_snapshot_restore_continues_bit_exactly(tmp_path):
+    misc.set_seed(1)
+    net, opt = TinyNet(), None
+    opt = _make_opt(net)
+    _train(net, opt, 2)
+    checkpoint.save(tmp_path / 's.pt', checkpoint.snapshot(dict(G=net, D=None), dict(G=opt), cur_nimg=16))
+    _train(net, opt, 2)
+    misc.set_seed(77)
+    data = checkpoint.load(tmp_path / 's.pt')
+    resumed = TinyNet()  # built by the training loop from its config, then restored
+    resumed_opt = _make_opt(resumed)
+    checkpoint.restore(data, dict(G=resumed), dict(G=resumed_opt))
+    _train(resumed, resumed_opt, 2)
+    assert data['cur_nimg'] == 16 and len(data['rng_states']) == 1
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), resumed.state_dict().values()))
+    with pytest.raises(checkpoint.CheckpointError, match='has no module state for D; it holds: G'):
+        checkpoint.restore(data, dict(G=resumed, D=TinyNet()))
+
+
+def test_restore_with_other_world_size_warns_and_reseeds():
+    data = checkpoint.snapshot(dict(G=TinyNet()))
+    data['rng_states'] = data['rng_states'] * 2  # as if saved by 2 ranks
+    draws = []
+    for _ in range(2):
+        with pytest.warns(UserWarning, match='saved by 2 ranks and is resumed by 1'):
+            checkpoint.restore(data, dict(G=TinyNet()))
+        draws.append(torch.rand(3))
+    assert torch.equal(draws[0], draws[1])  # deterministic given the checkpoint
+
+
 def test_module_state_is_plain_data(tmp_path):
     net = TinyNet(hidden=(5,), options=dnnlib.EasyDict(dropout=0.0))
     state = checkpoint.module_state(net)

@@ -80,7 +80,7 @@ def test_single_process(monkeypatch, capsys):
 
 
 def test_two_ranks_collector_and_consistency(tmp_path):
-    distributed.spawn(_dist_worker.check_collector, 2, str(tmp_path), device='cpu', timeout_s=120)
+    distributed.spawn(_dist_worker.two_rank_checks, 2, str(tmp_path), device='cpu', timeout_s=120)
     results = [json.loads((tmp_path / f'rank{r}.json').read_text()) for r in range(2)]
     assert results[0] == results[1]  # every rank ends with the same statistics
     assert results[0]['stats']['Loss/a'] == dict(num=5, mean=3.0, std=pytest.approx(2**0.5))
@@ -90,7 +90,7 @@ def test_failing_rank_fails_spawn_quickly():
     start = time.monotonic()
     with pytest.raises(distributed.SpawnError, match=r'(?s)rank 1 of 2 failed.*ValueError: boom from rank 1'):
         distributed.spawn(_dist_worker.fail_on_rank1, 2, device='cpu', timeout_s=120)
-    assert time.monotonic() - start < 60
+    assert time.monotonic() - start < 90  # rank 0 would otherwise wait in its barrier for 30 min
 
 
 def test_spawn_timeout_kills_the_ranks():
