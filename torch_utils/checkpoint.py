@@ -58,6 +58,10 @@ def to_plain(obj, where: str = 'data', lists: bool = False):
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            raise TypeError(
+                f'{where} is a NumPy array of Python objects; checkpoints hold numeric arrays only'
+            )
         return torch.from_numpy(np.ascontiguousarray(obj))
     if isinstance(obj, dict):
         out = OrderedDict() if isinstance(obj, OrderedDict) else {}
