@@ -155,10 +155,11 @@ def state_dict_diff(expected: dict, given: dict) -> tuple[list, list, list]:
     """(missing keys, unexpected keys, [(key, expected shape, given shape)]) between two state_dicts."""
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
+    shape = lambda v: list(v.shape) if isinstance(v, torch.Tensor) else None  # noqa: E731 (extra_state: no shape)
     shapes = [
-        (k, list(expected[k].shape), list(given[k].shape))
+        (k, shape(expected[k]), shape(given[k]))
         for k in sorted(set(expected) & set(given))
-        if expected[k].shape != given[k].shape
+        if shape(expected[k]) != shape(given[k])
     ]
     return missing, unexpected, shapes
 
