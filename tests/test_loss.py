@@ -5,7 +5,7 @@ import torch
 
 from training import cameras, patches
 from training import loss as loss_mod
-from training.augment import AdaController
+from training.augment import AugmentPipe
 from training.discriminator import PatchDiscriminator
 
 TINY_D = dict(
@@ -109,17 +109,19 @@ def test_dmain_and_dboth_gradients():
     torch.manual_seed(3)
     G, D = TinyG(), PatchDiscriminator(**TINY_D, mbstd_group_size=1)
     b = _batch()
-    ada = AdaController(interval=1, batch_size=4)
-    loss = loss_mod.PatchLoss('cpu', G, D, r1_gamma=0.3, ada_controller=ada)
-    loss.accumulate_gradients('Dmain', **b, gain=1.0, cur_nimg=0)
+    pipe = AugmentPipe(init_p=0.0)  # p = 0: identity, but it still collects ADA's sign(D(real))
+    loss = loss_mod.PatchLoss('cpu', G, D, augment_pipe=pipe, r1_gamma=0.3)
+    value = loss.accumulate_gradients('Dmain', **b, gain=1.0, cur_nimg=0)
     main = _grads(D)
-    assert all(p.grad is None for p in G.parameters()) and ada.count == 4
+    assert all(p.grad is None for p in G.parameters()) and pipe.real_signs[1] == 4
     _zero(D)
     fake = G(b['gen_z'], b['gen_camera'], patch_params=b['gen_patch_params']).image.detach()
     sp = torch.nn.functional.softplus
-    (
+    naive = (
         sp(D(fake, b['gen_patch_params'])).mean() + sp(-D(b['real_patches'], b['real_patch_params'])).mean()
-    ).backward()
+    )
+    naive.backward()
+    assert torch.allclose(value, naive.detach())
     for k, p in D.named_parameters():
         assert torch.allclose(main[k], p.grad, atol=1e-6), k
     _zero(D)

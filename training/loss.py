@@ -9,21 +9,12 @@ training) and the same augmentation pipeline.
 import numpy as np
 import torch
 
-from torch_utils import misc
+from torch_utils import misc, training_stats
 from torch_utils.ops import conv2d_gradfix, upfirdn2d
+from training.augment import AugmentPipe
 from training.cameras import camera_to_angles
 
-try:  # Guarded only until torch_utils/training_stats.py (infra) lands on main; then imported directly.
-    from torch_utils import training_stats
-except ImportError:  # pragma: no cover
-    training_stats = None
-
 PHASES = ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth')
-
-
-def _report(name: str, value) -> None:
-    if training_stats is not None:
-        training_stats.report(name, value)
 
 
 def resolve_r1_gamma(r1_gamma, img_resolution: int, batch_size=None) -> float:
@@ -81,10 +72,9 @@ class PatchLoss:
         batch_size=None,  # Total batch size; needed only for r1_gamma='auto'.
         blur_init_sigma=0.0,  # Blur std (patch pixels) of D's inputs at cur_nimg = 0; 0 = off.
         blur_fade_kimg=200,  # The blur fades linearly to 0 over this many kimg.
-        ada_controller=None,  # AdaController fed with D's real logits in Dmain; None = no ADA.
     ):
         self.device, self.G, self.D = device, G, D
-        self.augment_pipe, self.ada_controller = augment_pipe, ada_controller
+        self.augment_pipe = augment_pipe
         img_resolution = getattr(D, 'img_resolution', None)
         if r1_gamma == 'auto' and img_resolution is None:
             raise ValueError("PatchLoss: r1_gamma='auto' needs D.img_resolution")
@@ -114,26 +104,28 @@ class PatchLoss:
         self, phase, real_patches, real_patch_params, real_angles, gen_z, gen_camera, gen_patch_params,
         gain, cur_nimg, gen_kwargs=None,
     ):  # fmt: skip
-        """Add this phase's gradients (times `gain`) to the .grad of G's or D's parameters."""
+        """Add this phase's gradients (times `gain`) to the .grad of G's or D's parameters.
+
+        Returns the phase's loss (a detached scalar, before `gain`) so the caller can detect divergence.
+        """
         if phase not in PHASES:
             raise ValueError(f'PatchLoss: unknown phase {phase!r}; expected one of {PHASES}')
         N = gen_z.shape[0]
         misc.assert_shape(gen_patch_params, [N, 3])
         blur_sigma = self.blur_sigma(cur_nimg)
         gen_angles = self.camera_angles(gen_camera)
+        gen = (gen_z, gen_camera, gen_patch_params, gen_angles, gain, blur_sigma, gen_kwargs)
+        total = torch.zeros([], device=gen_z.device)
         if phase in ('Gmain', 'Gboth'):
-            self.accumulate_G(gen_z, gen_camera, gen_patch_params, gen_angles, gain, blur_sigma, gen_kwargs)
-        if phase in ('Dmain', 'Dboth'):
-            self.accumulate_D_fake(
-                gen_z, gen_camera, gen_patch_params, gen_angles, gain, blur_sigma, gen_kwargs
-            )
-        do_main, do_r1 = phase in ('Dmain', 'Dboth'), phase in ('Dreg', 'Dboth') and self.r1_gamma > 0
-        if do_main or do_r1:
+            total = total + self.accumulate_G(*gen).mean()
+        loss_fake = self.accumulate_D_fake(*gen) if phase in ('Dmain', 'Dboth') else None
+        do_r1 = phase in ('Dreg', 'Dboth') and self.r1_gamma > 0
+        if loss_fake is not None or do_r1:
             misc.assert_shape(real_patch_params, [real_patches.shape[0], 3])
-            self.accumulate_D_real(
-                real_patches, real_patch_params, real_angles, gain, blur_sigma, do_main, do_r1
-            )
+            real = (real_patches, real_patch_params, real_angles, gain, blur_sigma)
+            total = total + self.accumulate_D_real(*real, loss_fake, do_r1)
         # Greg: PGRF has no generator regularizer (no path-length penalty), so it adds nothing.
+        return total.detach()
 
     @staticmethod
     def camera_angles(camera):
@@ -148,39 +140,45 @@ class PatchLoss:
             fake = self.run_G(z, camera, patch_params, gen_kwargs)
             logits = self.run_D(fake, patch_params, angles, blur_sigma)
             loss = torch.nn.functional.softplus(-logits)  # Eq. 6, non-saturating: -log sigmoid(D(G(z)))
-            _report('Loss/scores/fake', logits)
-            _report('Loss/signs/fake', logits.sign())
-            _report('Loss/G/loss', loss)
+            training_stats.report('Loss/scores/fake', logits)
+            training_stats.report('Loss/signs/fake', logits.sign())
+            training_stats.report('Loss/G/loss', loss)
             loss.mean().mul(gain).backward()
+        return loss.detach()
 
     def accumulate_D_fake(self, z, camera, patch_params, angles, gain, blur_sigma, gen_kwargs):
         with torch.no_grad():  # D's loss trains D only; no graph through G
             fake = self.run_G(z, camera, patch_params, gen_kwargs)
         logits = self.run_D(fake, patch_params, angles, blur_sigma)
         loss = torch.nn.functional.softplus(logits)  # -log(1 - sigmoid(D(G(z))))
-        _report('Loss/scores/fake', logits)
-        _report('Loss/signs/fake', logits.sign())
-        _report('Loss/D/loss_fake', loss)
+        training_stats.report('Loss/scores/fake', logits)
+        training_stats.report('Loss/signs/fake', logits.sign())
         loss.mean().mul(gain).backward()
+        return loss.detach()
 
-    def accumulate_D_real(self, real, patch_params, angles, gain, blur_sigma, do_main, do_r1):
+    def accumulate_D_real(self, real, patch_params, angles, gain, blur_sigma, loss_fake, do_r1):
+        """Dmain's real half (when loss_fake, its fake half's per-sample loss, is given) and/or R1."""
         preprocess = lambda x: self.preprocess(x, blur_sigma)  # noqa: E731
         if do_r1:
             penalty, logits = r1_penalty(self.D, real, patch_params, angles, preprocess)
         else:
             logits = self.D(preprocess(real.detach()), patch_params, angles)
         loss = logits * 0  # keeps D's output in the graph so DDP sees every parameter used
-        if do_main:
+        total = torch.zeros([], device=logits.device)
+        if loss_fake is not None:
             loss_real = torch.nn.functional.softplus(-logits)  # -log sigmoid(D(x))
-            _report('Loss/scores/real', logits)
-            _report('Loss/signs/real', logits.sign())
-            _report('Loss/D/loss_real', loss_real)
-            if self.ada_controller is not None:
-                self.ada_controller.accumulate(logits)
+            training_stats.report('Loss/scores/real', logits)
+            training_stats.report('Loss/signs/real', logits.sign())
+            training_stats.report('Loss/D/loss', loss_fake + loss_real)
+            total = total + loss_fake.mean() + loss_real.detach().mean()
+            if isinstance(self.augment_pipe, AugmentPipe):
+                self.augment_pipe.accumulate_real_signs(logits)  # ADA's overfitting signal r_t
             loss = loss + loss_real
         if do_r1:
             loss_r1 = penalty[:, None] * (self.r1_gamma / 2)
-            _report('Loss/r1_penalty', penalty)
-            _report('Loss/D/reg', loss_r1)
+            training_stats.report('Loss/r1_penalty', penalty)
+            training_stats.report('Loss/D/reg', loss_r1)
+            total = total + loss_r1.detach().mean()
             loss = loss + loss_r1
         loss.mean().mul(gain).backward()
+        return total
