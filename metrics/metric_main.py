@@ -57,7 +57,14 @@ def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:
         raise ValueError(f'unknown metric "{metric}"; valid metrics: {", ".join(list_valid_metrics())}')
     opts = mu.MetricOptions(**kwargs)
     start = time.time()
-    results = fn(opts)
+    was_training = opts.G is not None and opts.G.training
+    if was_training:
+        opts.G.eval()  # no ray jitter or other training-time randomness while measuring
+    try:
+        results = fn(opts)
+    finally:
+        if was_training:
+            opts.G.train()
     total_time = time.time() - start
     return dnnlib.EasyDict(
         results=dnnlib.EasyDict(results),

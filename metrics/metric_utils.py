@@ -35,7 +35,7 @@ class MetricOptions:
         cache=True,  # Cache real-data statistics in cache_dir.
         cache_dir=None,  # Where; None = dnnlib.get_cache_dir('metrics').
         camera_source='dataset',  # Cameras of fake images: 'dataset' (the dataset's poses) or 'prior'.
-        camera_prior_kwargs=None,  # For 'prior': dict(kind=..., **numbers) for training.cameras.make_camera_prior.
+        camera_prior_kwargs=None,  # For 'prior': dict(kind=..., **numbers) of training.cameras.make_camera_prior (a class_name key is ignored).
         G_kwargs=None,  # Extra keyword arguments of G's forward (e.g. truncation_psi).
         batch_size=64,  # Images per feature-network batch (per rank).
         batch_gen=4,  # Images rendered by G at once (per rank): bounds the memory of full-resolution NeRF renders.
@@ -227,7 +227,7 @@ def fake_cameras(opts: MetricOptions, num_items: int) -> Camera:
         return cameras.select(idx)
     from training.cameras import make_camera_prior
 
-    kwargs = dict(opts.camera_prior_kwargs)
+    kwargs = {k: v for k, v in opts.camera_prior_kwargs.items() if k != 'class_name'}
     kind = kwargs.pop('kind')
     dataset = get_dataset(opts) if kind == 'dataset' else None
     return make_camera_prior(kind, dataset=dataset, **kwargs).sample(num_items, generator=generator)
