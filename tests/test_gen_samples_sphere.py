@@ -284,7 +284,7 @@ def test_identical_seeds_give_identical_files(snapshot, tmp_path):
         (('images', '--camera', 'side'), 'YAW:PITCH'),
         (('images', '--resolution', 1), 'outside'),
         (('geometry', '--crop', '0,1,0,1'), 'crop box'),
-        (('geometry', '--threshold', 1000), 'isosurface at threshold 1000 is empty'),
+        (('geometry', '--threshold', 1000, '--resolution', 16), 'isosurface at threshold 1000 is empty'),
         (('geometry', '--format', 'stl'), "'stl' is not one of"),
         (('interp', '--seeds', '3'), 'at least two seeds'),
         (('video', '--trajectory', 'spiral'), "'spiral' is not one of"),

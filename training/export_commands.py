@@ -49,7 +49,8 @@ def images(
     if grid and len(tiles) > 1:
         paths.append(os.path.join(outdir, f'images-grid-{_seed_tag(seeds)}.png'))
         fill = 0 if foreground_only else 255
-        eu.save_png(paths[-1], eu.image_grid(np.stack(tiles), cols=len(tiles) // len(seeds), fill=fill))
+        views = len(tiles) // len(seeds)  # one row per seed when there are several views, else a square
+        eu.save_png(paths[-1], eu.image_grid(np.stack(tiles), cols=views if views > 1 else None, fill=fill))
     return paths
 
 
