@@ -100,7 +100,9 @@ def derive_training_kwargs(opts, data_path, num_gpus: int, preset_source: str) -
     c.sampler_kwargs = _sampler_kwargs(opts, R, c.D_kwargs, c.batch_gpu)
     c.loss_kwargs = _loss_kwargs(opts, preset_source)
     init_p = opts.p if opts.aug == 'fixed' else 0.0
-    c.augment_kwargs = None if opts.aug == 'noaug' else dict(class_name=AUGMENT_CLASS, init_p=init_p, **opts.augment_kwargs)
+    c.augment_kwargs = (
+        None if opts.aug == 'noaug' else dict(class_name=AUGMENT_CLASS, init_p=init_p, **opts.augment_kwargs)
+    )
     if c.augment_kwargs is not None:
         check_kwargs(AUGMENT_CLASS, opts.augment_kwargs, f'{preset_source}: augment_kwargs')
     c.ada_kwargs = dict(
@@ -120,9 +122,13 @@ def _sampler_kwargs(opts, R: int, D_kwargs: dict, batch_gpu: int) -> dict:
     group = min(group, batch_gpu)
     if batch_gpu % group != 0:
         raise config.ConfigError(
-            f'--batch-gpu {batch_gpu} must be a multiple of D\'s minibatch-stddev group size {group}'
+            f"--batch-gpu {batch_gpu} must be a multiple of D's minibatch-stddev group size {group}"
         )
-    kw = dict(kind=opts.patch_dist, img_resolution=R, patch_resolution=opts.patch_res, group_size=group)
+    kw = dict(kind=opts.patch_dist, img_resolution=R, patch_resolution=opts.patch_res)
+    from training import patches
+
+    if 'group_size' in inspect.signature(patches.PatchSampler.__init__).parameters:
+        kw.update(group_size=group)
     if opts.patch_dist == 'beta':
         kw.update(beta_end=opts.beta_end, anneal_kimg=opts.anneal_kimg)
     elif opts.patch_dist == 'uniform':
