@@ -4,10 +4,11 @@
 # Extra arguments go to train.py (e.g. `bash scripts/demo.sh --kimg 2` for a shorter run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh
-py=.venv/bin/python
+if [ -z "${PGRF_PYTHON:-}" ]; then
+    bash scripts/setup_env.sh
+fi
+py=${PGRF_PYTHON:-.venv/bin/python}  # PGRF_PYTHON: use an existing environment instead of .venv
 out=demo-out
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 
 echo "== demo: rendering the demo dataset (cached after the first run)"
 $py scripts/dataset_tool.py demo --dest data/demo
@@ -18,15 +19,12 @@ $py train.py --outdir "$out/runs" --cfg demo --desc demo "$@"
 end=$(date +%s)
 run=$(ls -d "$out"/runs/*/ | sort | tail -n 1)
 snapshot=$(ls "$run"network-snapshot-*.pt | sort | tail -n 1)
-echo "demo: trained in $((end - start)) s; run directory $run"
+kimg=$($py -c "import json; print(json.loads(open('${run}training_options.json').read())['kimg'])")
+echo "demo: trained $kimg kimg in $((end - start)) s ($($py -c "print(f'{$kimg * 1000 / max($end - $start, 1):.1f}')") images/s, start-up included); run: $run"
+cp "$(ls "$run"fakes*.png | sort | tail -n 1)" "$out/training-grid.png"
 
-if $py gen_samples.py images --help >/dev/null 2>&1; then
-    echo "== demo: exporting samples, an orbit video and a mesh from $snapshot"
-    $py gen_samples.py images --network "$snapshot" --seeds 0-15 --outdir "$out"
-    $py gen_samples.py video --network "$snapshot" --seeds 0-3 --trajectory orbit --outdir "$out"
-    $py gen_samples.py geometry --network "$snapshot" --seeds 0 --outdir "$out"
-else
-    cp "$(ls "$run"fakes*.png | sort | tail -n 1)" "$out/samples.png"
-    echo "demo: gen_samples.py has no exporters yet; copied the last training grid to $out/samples.png"
-fi
-echo "demo: done; results in $out/"
+echo "== demo: exporting samples, an orbit video and a mesh from $snapshot"
+$py gen_samples.py images --network "$snapshot" --seeds 0-15 --camera random:1 --outdir "$out/images"
+$py gen_samples.py video --network "$snapshot" --seeds 0-3 --trajectory orbit --frames 60 --fps 20 --outdir "$out/video"
+$py gen_samples.py geometry --network "$snapshot" --seeds 0 --resolution 128 --outdir "$out/mesh"
+echo "demo: done; results in $out/ (training-grid.png, images/, video/, mesh/)"

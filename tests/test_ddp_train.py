@@ -4,8 +4,8 @@ import os
 
 import pytest
 import torch
-
 from test_train_fixtures import ddp_worker, make_tiny_setup
+
 from torch_utils import checkpoint, distributed
 from training import launch, run_dir
 
@@ -23,10 +23,11 @@ def test_two_process_gloo_run_stays_in_sync_and_only_rank0_writes(tmp_path):
     ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in range(2)]
     assert ranks[0].keys() == ranks[1].keys()
     for key in ranks[0]:
-        assert torch.equal(ranks[0][key], ranks[1][key]), key
+        if not key.endswith('w_avg'):  # the w average follows each rank's own latents (truncation only)
+            assert torch.equal(ranks[0][key], ranks[1][key]), key
     snapshot = checkpoint.load(run_dir.list_snapshots(c.run_dir)[-1])
     G = snapshot['modules']['G']['state_dict']
-    assert all(torch.equal(G[k], ranks[0][f'G.{k}']) for k in G)
+    assert all(torch.equal(G[k], ranks[0][f'G.{k}']) for k in G)  # rank 0 wrote the snapshot
     assert snapshot['rng']['world_size'] == 2 and len(snapshot['rng']['states']) == 2
     # Rank 0 alone wrote: one events file, each progress line once, the per-rank RNG streams differ.
     files = os.listdir(c.run_dir)

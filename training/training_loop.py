@@ -3,8 +3,9 @@
     setup -> [resume] -> repeat { train_step (Gmain, Dmain, Dreg, G_ema, ADA) -> at tick ends:
     progress line, stats, image grid, snapshot, metrics } until kimg, a stop signal, or divergence.
 
-Every rank runs this function; only rank 0 writes files. Ticks end only at ADA-interval boundaries,
-so a snapshot never holds half-accumulated ADA statistics and `--resume` continues exactly.
+Every rank runs this function; only rank 0 writes files. A snapshot holds the full state (ADA's
+accumulated signs included), so `--resume` continues exactly from any step; regular ticks end at
+ADA-interval boundaries so that an interrupted and an uninterrupted run log the same ticks.
 """
 
 import contextlib
@@ -63,9 +64,8 @@ def setup(c, rank: int, world_size: int, device) -> dnnlib.EasyDict:
     setup_data(s)
     setup_modules(s)
     resume_if_asked(s)
-    misc_rank_seed = c.seed * world_size + rank
     if s.progress.batch_idx == 0:
-        misc.set_seed(misc_rank_seed)  # per-rank streams (a resumed run restored its own above)
+        misc.set_seed(c.seed * world_size + rank)  # per-rank streams (a resumed run restored its own above)
     s.real_stream = data_iter.make_real_stream(
         s.dataset, s.batch_gpu, rank, world_size, c.seed, s.progress.cur_nimg, c.workers, s.device
     )
@@ -192,7 +192,8 @@ def end_tick(s, tick_time: float, final: bool) -> None:
 def generator_kwargs(s) -> dict:
     """Per-step generator kwargs computed from cur_nimg (schedules are never module state)."""
     std = density_noise_std(s.progress.cur_nimg, s.c.density_noise_std, s.c.density_noise_kimg)
-    return dict(density_noise_std=std)
+    # update_emas: G's mapping tracks the w average used for truncation (StyleGAN2 updates it while training).
+    return dict(density_noise_std=std, update_emas=True)
 
 
 def next_real_batches(s) -> list:
@@ -207,12 +208,11 @@ def train(s) -> str:
     tick_start = time.time()
     while True:
         train_step.train_step(s, next_real_batches(s), generator_kwargs(s))
-        if s.progress.batch_idx % s.c.ada_interval != 0:
-            continue  # ticks, snapshots and stops only at ADA boundaries (exact resume)
-        stop = agreed_stop(s)
-        done = s.progress.cur_nimg >= s.c.kimg * 1000
+        stop = agreed_stop(s)  # every step: DataLoader workers may already be gone after a Ctrl-C
+        at_boundary = s.progress.batch_idx % s.c.ada_interval == 0  # keeps tick lengths run-independent
+        done = at_boundary and s.progress.cur_nimg >= s.c.kimg * 1000
         tick_due = s.progress.cur_nimg >= s.progress.tick_start_nimg + s.c.tick * 1000
-        if not (done or stop or tick_due or s.progress.cur_tick == 0):
+        if not (stop or done or (at_boundary and (tick_due or s.progress.cur_tick == 0))):
             continue
         now = time.time()
         s.progress.total_time += now - tick_start
