@@ -1,0 +1,257 @@
+import copy
+import inspect
+import math
+
+import pytest
+import torch
+
+import dnnlib
+from training import cameras, patches, triplane
+from training.generator import Generator, RenderOutput, density_noise_std
+
+TINY = dict(
+    z_dim=8, w_dim=8, img_resolution=16, patch_resolution=4, plane_resolution=16, plane_channels=4,
+    channel_base=64, channel_max=8, decoder_hidden=8, num_coarse=6, num_fine=6, scene_bounds=0.5,
+    ray_start=0.5, ray_end=1.5, checkpoint_res=None,
+)  # fmt: skip
+
+
+def _tiny_G(**kw):
+    torch.manual_seed(0)
+    G = Generator(**{**TINY, **kw}).eval()
+    with torch.no_grad():  # give the field some structure: random planes decode to visible density
+        for p in G.decoder.parameters():
+            p.normal_()
+    return G
+
+
+def _camera(n=2):
+    return cameras.angles_to_camera([0.2, -0.3, 0.5][:n], [1.4, 1.7, 1.5][:n], 1.0, fov_deg=50)
+
+
+def _render(G, z, camera, **kw):
+    return G(z, camera, noise_mode='const', **kw)
+
+
+# ----------------------------------------------------------------------------
+# Tri-plane decoder.
+
+
+def test_plane_pairs_are_pinned():
+    H = W = 8
+    centres = -1 + (2 * torch.arange(W) + 1) / W  # pixel-centre coordinates (align_corners=False)
+    planes = torch.zeros(1, 3, 2, H, W)
+    planes[:, :, 0] = centres[None, :].expand(H, W)  # channel 0: the width coordinate
+    planes[:, :, 1] = centres[:, None].expand(H, W)  # channel 1: the height coordinate
+    torch.manual_seed(0)
+    coords = torch.rand(1, 50, 3) * 1.6 - 0.8  # inside the pixel-centre hull, where bilinear is exact
+    feats = triplane.sample_triplane(planes, coords)  # [1, 3, P, 2]
+    assert triplane.PLANE_NAMES == ('xy', 'xz', 'yz')
+    axis = {'x': 0, 'y': 1, 'z': 2}
+    for k, name in enumerate(triplane.PLANE_NAMES):
+        assert torch.allclose(feats[0, k, :, 0], coords[0, :, axis[name[0]]], atol=1e-5), name
+        assert torch.allclose(feats[0, k, :, 1], coords[0, :, axis[name[1]]], atol=1e-5), name
+
+
+def test_points_outside_the_box_read_zero_features():
+    planes = torch.ones(1, 3, 2, 4, 4)
+    feats = triplane.sample_triplane(planes, torch.tensor([[[1.5, 0.0, 0.0], [0.0, 0.0, 0.0]]]))
+    assert (feats[0, :2, 0] == 0).all() and (feats[0, 2, 0] == 1).all() and (feats[0, :, 1] == 1).all()
+
+
+def test_density_noise_schedule():
+    assert density_noise_std(0) == 1.0
+    assert math.isclose(density_noise_std(2_500_000), 0.5)
+    assert density_noise_std(5_000_000) == 0.0 and density_noise_std(9e9) == 0.0
+    assert density_noise_std(1_000_000, init_std=2.0, anneal_kimg=2000) == 1.0
+
+
+def test_decoder_ranges_and_density_shift():
+    torch.manual_seed(0)
+    dec = triplane.TriPlaneDecoder(4, 8, density_shift=-3.0)
+    raw = dec(torch.randn(2, 3, 10, 4) * 10)
+    rgb, sigma = dec.activate(raw)
+    assert rgb.shape == (2, 10, 3) and sigma.shape == (2, 10, 1)
+    assert (rgb.abs() <= 1.001 + 1e-6).all() and (sigma >= 0).all()
+    assert torch.allclose(sigma, torch.nn.functional.softplus(raw[..., 3:] - 3.0))
+    _, noisy = dec.activate(raw, noise_std=1.0)
+    assert not torch.allclose(noisy, sigma)
+
+
+# ----------------------------------------------------------------------------
+# In-place activation of the synthesis network.
+
+
+@pytest.mark.parametrize(
+    'alpha,gain,clamp', [(0.2, math.sqrt(2), None), (0.2, math.sqrt(2), 0.8), (1, 1, 0.5)]
+)
+def test_bias_act_inplace_matches_naive_and_gradcheck(alpha, gain, clamp):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+
+    def naive(x, b):
+        y = torch.nn.functional.leaky_relu(x + b[:, None, None], alpha) * gain
+        return y.clamp(-clamp, clamp) if clamp is not None else y
+
+    def inplace(x, b):
+        return triplane.bias_act_inplace(x * 1, b, alpha, gain, clamp)  # x * 1: a non-leaf to modify
+
+    assert torch.allclose(inplace(x, b), naive(x, b))
+    assert torch.autograd.gradcheck(inplace, (x, b))
+
+
+# ----------------------------------------------------------------------------
+# Generator interface.
+
+
+def test_generator_interface_and_shapes():
+    G = _tiny_G()
+    assert (G.z_dim, G.w_dim, G.img_resolution, G.patch_resolution, G.scene_bounds) == (8, 8, 16, 4, 0.5)
+    assert G.num_ws == G.synthesis.num_ws == 1 + 2 + 2 + 1  # convs at 4, 8, 16, + the final to-planes
+    z = torch.randn(2, 8)
+    out = _render(G, z, _camera(), patch_params=torch.tensor([[0.5, 0.1, 0.2], [1.0, 0.0, 0.0]]))
+    assert isinstance(out, RenderOutput)
+    assert (
+        out.image.shape == (2, 3, 4, 4)
+        and out.depth.shape == (2, 1, 4, 4)
+        and out.opacity.shape == (2, 1, 4, 4)
+    )
+    full = _render(G, z, _camera())
+    assert full.image.shape == (2, 3, 16, 16)
+    assert (full.image.abs() <= 1.01).all() and (full.opacity <= 1 + 1e-5).all()
+    ws = G.mapping(z)
+    assert ws.shape == (2, G.num_ws, 8)
+    assert G.synthesis(ws, noise_mode='const').shape == (2, 3, 4, 16, 16)
+
+
+def test_init_kwargs_are_plain_data_and_rebuild_the_same_generator():
+    G = _tiny_G(bg_model=True)
+    kwargs = G.init_kwargs
+    assert all(isinstance(v, (int, float, str, bool, type(None))) for v in kwargs.values())
+    G2 = dnnlib.util.construct_class_by_name(class_name='training.generator.Generator', **kwargs).eval()
+    G2.load_state_dict(G.state_dict())
+    z = torch.randn(1, 8)
+    assert torch.equal(_render(G, z, _camera(1)).image, _render(G2, z, _camera(1)).image)
+
+
+def test_paper_defaults():
+    defaults = {
+        k: v.default for k, v in inspect.signature(Generator.__init__).parameters.items() if k != 'self'
+    }
+    assert defaults['z_dim'] == defaults['w_dim'] == 512 and defaults['mapping_layers'] == 2
+    assert (defaults['plane_resolution'], defaults['plane_channels']) == (512, 32)
+    assert (defaults['num_coarse'], defaults['num_fine'], defaults['patch_resolution']) == (48, 48, 64)
+    assert (
+        defaults['img_resolution'] == 256
+        and defaults['decoder_hidden'] == 64
+        and defaults['bg_samples'] == 16
+    )
+
+
+def test_full_patch_equals_full_render_and_patches_are_crops():
+    G = _tiny_G()
+    z, cam = torch.randn(2, 8), _camera()
+    full = _render(G, z, cam)
+    as_patch = _render(G, z, cam, patch_params=patches.full_image_patch_params(2), resolution=16)
+    for a, b in zip(full, as_patch):
+        assert torch.allclose(a, b, atol=1e-6)
+    params = torch.tensor([[0.25, 0.5, 0.25], [0.25, 0.0, 0.75]])  # aligned 4x4 crops of the 16x16 image
+    patch = _render(G, z, cam, patch_params=params)
+    assert torch.allclose(patch.image[0], full.image[0, :, 4:8, 8:12], atol=1e-5)
+    assert torch.allclose(patch.image[1], full.image[1, :, 12:16, 0:4], atol=1e-5)
+    assert torch.allclose(patch.depth[1], full.depth[1, :, 12:16, 0:4], atol=1e-5)
+
+
+def test_patch_equals_render_at_its_pixel_centres():
+    G = _tiny_G()
+    z, cam = torch.randn(2, 8), _camera()
+    params = torch.tensor([[0.37, 0.11, 0.5], [0.8, 0.05, 0.13]])
+    patch = _render(G, z, cam, patch_params=params)
+    # The same pixel centres, cast as a 'full image' of a camera whose intrinsics map the patch to [0, 1]^2.
+    K = cam.intrinsics.clone()
+    s, dx, dy = params.unbind(1)
+    K[:, 0, 0], K[:, 1, 1] = K[:, 0, 0] / s, K[:, 1, 1] / s
+    K[:, 0, 2], K[:, 1, 2] = (K[:, 0, 2] - dx) / s, (K[:, 1, 2] - dy) / s
+    zoomed = _render(G, z, cameras.Camera(cam.cam2world, K), resolution=4)
+    assert torch.allclose(patch.image, zoomed.image, atol=1e-5)
+
+
+def test_chunked_equals_unchunked():
+    G = _tiny_G(bg_model=True)
+    z, cam = torch.randn(2, 8), _camera()
+    whole = _render(G, z, cam)
+    G_chunked = copy.deepcopy(G)
+    G_chunked.point_chunk = 50  # points per decode, not a divisor of anything
+    chunked = _render(G_chunked, z, cam, ray_chunk=22)
+    for a, b in zip(whole, chunked):
+        assert torch.allclose(a, b, atol=1e-5)
+    ws = G.mapping(z)
+    points = torch.rand(2, 300, 3) - 0.5
+    assert torch.allclose(G.density(ws, points), G.density(ws, points, chunk_size=64), atol=1e-6)
+
+
+def test_checkpointing_gives_the_same_values_and_gradients():
+    results = []
+    for ckpt in [
+        dict(checkpoint_res=None, checkpoint_decode=False),
+        dict(checkpoint_res=8, checkpoint_decode=True),
+    ]:
+        G = _tiny_G(**ckpt)
+        G.point_chunk = 100
+        z = torch.randn(2, 8, generator=torch.Generator().manual_seed(1))
+        out = _render(G, z, _camera(), patch_params=torch.tensor([[0.5, 0.1, 0.2], [1.0, 0.0, 0.0]]))
+        (out.image.square().sum() + out.depth.sum()).backward()
+        results.append((out.image.detach(), {n: p.grad.clone() for n, p in G.named_parameters()}))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
+    for name, grad in results[0][1].items():
+        assert torch.allclose(grad, results[1][1][name], atol=1e-5, rtol=1e-4), name
+
+
+def test_gradients_reach_every_parameter_and_forward_keeps_state():
+    G = _tiny_G(bg_model=True).train()
+    before = copy.deepcopy(G.state_dict())
+    out = G(torch.randn(2, 8), _camera(), patch_params=torch.tensor([[0.5, 0.1, 0.2], [1.0, 0.0, 0.0]]),
+            density_noise_std=0.5)  # fmt: skip
+    out.image.sum().backward()
+    missing = [n for n, p in G.named_parameters() if p.grad is None]
+    assert not missing, missing
+    after = G.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_truncation_and_w_average():
+    G = _tiny_G()
+    z = torch.randn(3, 8)
+    G.mapping(z, update_emas=True)
+    assert not torch.equal(G.mapping.w_avg, torch.zeros(8))
+    ws = G.mapping(z, truncation_psi=0)
+    assert torch.allclose(ws, G.mapping.w_avg.expand_as(ws))
+    ws = G.mapping(z, truncation_psi=0, truncation_cutoff=2)
+    assert torch.allclose(ws[:, :2], G.mapping.w_avg.expand(3, 2, 8)) and not torch.allclose(
+        ws[:, 2], ws[:, 1]
+    )
+
+
+def test_sample_multiplier_and_foreground_only():
+    G = _tiny_G(bg_model=True)
+    z, cam = torch.randn(1, 8), _camera(1)
+    hq = _render(G, z, cam, num_samples_multiplier=3)
+    base = _render(G, z, cam)
+    assert hq.image.shape == base.image.shape and (hq.image - base.image).abs().max() < 0.5
+    fg = _render(G, z, cam, foreground_only=True)
+    assert (fg.opacity <= base.opacity + 1e-5).all()
+
+
+def test_user_mistakes_have_clear_errors():
+    G = _tiny_G(bg_model=True)
+    with pytest.raises(AssertionError):
+        G(torch.randn(3, 8), _camera(2))
+    with pytest.raises(ValueError, match='noise_mode'):
+        G(torch.randn(2, 8), _camera(2), noise_mode='bogus')
+    with pytest.raises(ValueError, match='needs ws'):
+        G.render(G.synthesis(G.mapping(torch.randn(2, 8))[:, : G.synthesis.num_ws]), _camera(2))
+    with pytest.raises(ValueError, match='ray_start'):
+        Generator(**{**TINY, 'ray_start': 2.0})
+    with pytest.raises(ValueError, match='power of two'):
+        Generator(**{**TINY, 'plane_resolution': 24})

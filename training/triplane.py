@@ -1,0 +1,286 @@
+"""Tri-plane radiance field: named feature planes, bilinear sampling, the tiny decoder MLP, density noise.
+
+World points x in the box [-b, b]^3 (b = the preset's cube scale, `scene_bounds`) are normalized to
+[-1, 1]^3 and projected onto three axis-aligned planes. The planes are NAMED, in this order
+(EG3D's code projects onto an unintended pair, their issue #67; a test pins ours):
+    plane 0 = xy: width axis x, height axis y
+    plane 1 = xz: width axis x, height axis z
+    plane 2 = yz: width axis y, height axis z
+A plane tensor [N, 3, C, H, W] covers its square edge to edge: grid_sample with align_corners=False,
+so -1 and +1 are the outer pixel edges; points outside the box read zero features.
+"""
+
+import math
+
+import torch
+import torch.utils.checkpoint
+
+from torch_utils import misc
+from torch_utils.ops import upfirdn2d
+from training.layers import FullyConnectedLayer, modulated_conv2d
+
+PLANE_NAMES = ('xy', 'xz', 'yz')
+PLANE_AXES = ((0, 1), (0, 2), (1, 2))  # (width axis, height axis) of each plane, as indices into (x, y, z)
+
+
+def project_onto_planes(coords: torch.Tensor) -> torch.Tensor:
+    """Normalized points [N, P, 3] -> their 2D coordinates on each named plane [N, 3, P, 2]."""
+    return torch.stack([coords[..., list(axes)] for axes in PLANE_AXES], dim=1)
+
+
+def sample_triplane(planes: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Bilinearly sample each plane [N, 3, C, H, W] at normalized points coords [N, P, 3] -> [N, 3, P, C]."""
+    N, _, C, H, W = planes.shape
+    P = coords.shape[1]
+    misc.assert_shape(coords, [N, P, 3])
+    grid = project_onto_planes(coords).reshape(N * 3, 1, P, 2)  # [N*3, 1, P, 2] (x -> width, y -> height)
+    feats = torch.nn.functional.grid_sample(
+        planes.reshape(N * 3, C, H, W), grid, mode='bilinear', padding_mode='zeros', align_corners=False
+    )  # [N*3, C, 1, P]
+    return feats.reshape(N, 3, C, P).transpose(2, 3)  # [N, 3, P, C]
+
+
+def density_noise_std(cur_nimg: float, init_std: float = 1.0, anneal_kimg: float = 5000) -> float:
+    """Std of the Gaussian noise added to raw densities: init_std at the start, linearly 0 at anneal_kimg.
+
+    A pure function of the training progress (the loop passes the result to G as `density_noise_std`).
+    """
+    if anneal_kimg <= 0:
+        return 0.0
+    return float(init_std * max(0.0, 1.0 - cur_nimg / (anneal_kimg * 1000)))
+
+
+class TriPlaneDecoder(torch.nn.Module):
+    """Mean plane feature (C) -> FC(hidden, lrelu) -> FC(4): RGB in [-1, 1] and a raw density logit.
+
+    No view direction input (it hurts multi-view consistency, paper §3.1).
+    """
+
+    @misc.record_init_kwargs
+    def __init__(
+        self,
+        feature_dim: int = 32,      # Channels per plane.
+        hidden_dim: int = 64,       # Width of the hidden layer.
+        density_shift: float = 0.0,  # Added to the raw density before softplus (negative = emptier start).
+    ):  # fmt: skip
+        super().__init__()
+        self.feature_dim = feature_dim
+        self.density_shift = density_shift
+        self.hidden = FullyConnectedLayer(feature_dim, hidden_dim, activation='lrelu')
+        self.out = FullyConnectedLayer(hidden_dim, 4)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Plane features [N, 3, P, C] -> raw outputs [N, P, 4] (rgb logits, density logit)."""
+        N, _, P, C = features.shape
+        misc.assert_shape(features, [N, 3, P, self.feature_dim])
+        x = features.mean(dim=1).reshape(N * P, C)  # [N*P, C]: mean over the three planes
+        x = self.out(self.hidden(x))  # [N*P, 4]
+        return x.reshape(N, P, 4)
+
+    def activate(self, raw: torch.Tensor, noise_std: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw outputs [N, P, 4] -> (rgb [N, P, 3] in [-1, 1], sigma [N, P, 1] >= 0).
+
+        Density: softplus(raw + shift + noise_std * n), n ~ N(0, 1) (noise regularizes early training).
+        """
+        # DEVIATION: colours go through a (slightly widened) sigmoid so images stay in [-1, 1] as the
+        # interface promises; the public EpiGRAF code leaves them unbounded.
+        rgb = torch.sigmoid(raw[..., :3]) * (2 + 2e-3) - (1 + 1e-3)
+        logit = raw[..., 3:] + self.density_shift
+        if noise_std > 0:
+            logit = logit + noise_std * torch.randn_like(logit)
+        return rgb, torch.nn.functional.softplus(logit)
+
+
+# ----------------------------------------------------------------------------
+# Synthesis network: w -> tri-planes (StyleGAN2 modulated convs, noise inputs, skip architecture, fp32).
+
+
+class _BiasActInplace(torch.autograd.Function):
+    """y = clamp(lrelu(x + b, alpha) * gain, +-clamp), computed in place on x, saving only y.
+
+    The backward pass recovers the slope from the sign of y (gain > 0, the clamp is symmetric), so a layer
+    keeps no copy of its pre-activation: at 512^2 x 64 channels x batch 4 each copy is 268 MB.
+    """
+
+    @staticmethod
+    def forward(ctx, x, b, alpha: float, gain: float, clamp):
+        x.add_(b.reshape(1, -1, 1, 1))
+        if alpha != 1:
+            torch.nn.functional.leaky_relu_(x, alpha)
+        if gain != 1:
+            x.mul_(gain)
+        if clamp is not None:
+            x.clamp_(-clamp, clamp)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        ctx.alpha, ctx.gain, ctx.clamp = alpha, gain, clamp
+        return x
+
+    @staticmethod
+    def backward(ctx, dy):
+        (y,) = ctx.saved_tensors
+        dx = dy * torch.where(y > 0, ctx.gain, ctx.alpha * ctx.gain) if ctx.alpha != 1 else dy * ctx.gain
+        if ctx.clamp is not None:
+            dx = dx.masked_fill_(y.abs() >= ctx.clamp, 0)
+        return dx, dx.sum(dim=[0, 2, 3]), None, None, None
+
+
+def bias_act_inplace(x, b, alpha=0.2, gain=math.sqrt(2), clamp=None):
+    """In-place bias + leaky ReLU (alpha = 1: linear) + gain + clamp for [N, C, H, W]; see `_BiasActInplace`."""
+    return _BiasActInplace.apply(x, b, alpha, gain, clamp)
+
+
+class SynthesisLayer(torch.nn.Module):
+    """Modulated 3x3 conv (optionally upsampling x2), per-pixel noise, bias, leaky ReLU."""
+
+    def __init__(self, in_channels, out_channels, w_dim, resolution, up=1, use_noise=True, conv_clamp=None):
+        super().__init__()
+        self.up, self.resolution, self.conv_clamp = up, resolution, conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = torch.nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
+        self.bias = torch.nn.Parameter(torch.zeros(out_channels))
+        self.register_buffer('resample_filter', upfirdn2d.setup_filter([1, 3, 3, 1]))
+        self.use_noise = use_noise
+        if use_noise:
+            self.register_buffer('noise_const', torch.randn(resolution, resolution))
+            self.noise_strength = torch.nn.Parameter(torch.zeros([]))
+
+    def forward(self, x, w, noise_mode='random'):
+        N = x.shape[0]
+        styles = self.affine(w)  # [N, Cin]
+        x = modulated_conv2d(
+            x, self.weight, styles, up=self.up, padding=1, resample_filter=self.resample_filter,
+            flip_weight=(self.up == 1),
+        )  # fmt: skip
+        if self.use_noise and noise_mode != 'none':
+            if noise_mode == 'random':
+                noise = torch.randn(N, 1, self.resolution, self.resolution, dtype=x.dtype, device=x.device)
+            else:
+                noise = self.noise_const[None, None]
+            x = x.add_(noise * self.noise_strength)
+        return bias_act_inplace(x, self.bias, clamp=self.conv_clamp)
+
+
+class ToPlanesLayer(torch.nn.Module):
+    """Modulated 1x1 conv (no demodulation) to the plane channels of the skip output."""
+
+    def __init__(self, in_channels, out_channels, w_dim, conv_clamp=None):
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = torch.nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
+        self.bias = torch.nn.Parameter(torch.zeros(out_channels))
+        self.weight_gain = 1 / math.sqrt(in_channels)
+
+    def forward(self, x, w):
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
+        return bias_act_inplace(x, self.bias, alpha=1, gain=1, clamp=self.conv_clamp)
+
+
+class SynthesisBlock(torch.nn.Module):
+    """One resolution: (const input | conv up) -> conv -> to-planes, added to the upsampled skip output."""
+
+    def __init__(self, in_channels, out_channels, w_dim, resolution, out_planes, use_noise, conv_clamp):
+        super().__init__()
+        self.resolution = resolution
+        self.is_first = in_channels == 0
+        if self.is_first:
+            self.const = torch.nn.Parameter(torch.randn(out_channels, resolution, resolution))
+        else:
+            self.conv0 = SynthesisLayer(
+                in_channels, out_channels, w_dim, resolution, 2, use_noise, conv_clamp
+            )
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, 1, use_noise, conv_clamp)
+        self.to_planes = ToPlanesLayer(out_channels, out_planes, w_dim, conv_clamp)
+        self.register_buffer('resample_filter', upfirdn2d.setup_filter([1, 3, 3, 1]))
+        self.num_conv = 1 if self.is_first else 2
+
+    def forward(self, x, img, ws, noise_mode='random'):
+        """ws [N, num_conv + 1, w_dim] (the last one drives to_planes) -> (x, img) at this resolution."""
+        if self.is_first:
+            x = self.const[None].expand(ws.shape[0], -1, -1, -1)
+        else:
+            x = self.conv0(x, ws[:, 0], noise_mode)
+        x = self.conv1(x, ws[:, self.num_conv - 1], noise_mode)
+        y = self.to_planes(x, ws[:, self.num_conv])
+        img = y if img is None else upfirdn2d.upsample2d(img, self.resample_filter).add_(y)
+        return x, img
+
+
+class TriPlaneSynthesis(torch.nn.Module):
+    """w -> tri-planes [N, 3, C, Rp, Rp]: StyleGAN2 skip generator from 4^2 to Rp^2 with 3*C output channels.
+
+    Memory: blocks at resolutions >= `checkpoint_res` are recomputed during the backward pass (gradient
+    checkpointing), `checkpoint_batch` samples at a time, so only one small slice of the high-resolution
+    activations is alive at once. The forward values are identical either way.
+    """
+
+    @misc.record_init_kwargs
+    def __init__(
+        self,
+        w_dim: int = 512,               # Latent dimensionality.
+        plane_resolution: int = 512,    # Rp: resolution of each plane (power of two >= 4).
+        plane_channels: int = 32,       # C: channels per plane.
+        channel_base: int = 32768,      # Conv channels at resolution res = min(channel_base // res, channel_max).
+        channel_max: int = 512,         # Maximum conv channels.
+        use_noise: bool = True,         # Per-pixel noise inputs.
+        conv_clamp: float | None = 256, # Clamp conv outputs to +-conv_clamp; None = off.
+        checkpoint_res: int | None = 128,  # Recompute blocks at res >= this in backward; None = never.
+        checkpoint_batch: int = 1,      # Samples per recomputed slice.
+    ):  # fmt: skip
+        super().__init__()
+        log2 = math.log2(plane_resolution)
+        if plane_resolution < 4 or log2 != int(log2):
+            raise ValueError(
+                f'TriPlaneSynthesis: plane_resolution must be a power of two >= 4, got {plane_resolution}'
+            )
+        self.w_dim, self.plane_resolution, self.plane_channels = w_dim, plane_resolution, plane_channels
+        self.checkpoint_res, self.checkpoint_batch = checkpoint_res, checkpoint_batch
+        self.resolutions = [2**i for i in range(2, int(log2) + 1)]
+        channels = {res: min(channel_base // res, channel_max) for res in self.resolutions}
+        self.blocks = torch.nn.ModuleList()
+        for res in self.resolutions:
+            in_channels = 0 if res == 4 else channels[res // 2]
+            self.blocks.append(
+                SynthesisBlock(
+                    in_channels, channels[res], w_dim, res, 3 * plane_channels, use_noise, conv_clamp
+                )
+            )
+        self.num_ws = sum(block.num_conv for block in self.blocks) + 1
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = 'random') -> torch.Tensor:
+        N = ws.shape[0]
+        misc.assert_shape(ws, [N, self.num_ws, self.w_dim])
+        if noise_mode not in ('random', 'const', 'none'):
+            raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
+        x = img = None
+        w_idx = 0
+        for block in self.blocks:
+            block_ws = ws[:, w_idx : w_idx + block.num_conv + 1]
+            w_idx += block.num_conv
+            if self._checkpointed(block):
+                x, img = self._run_checkpointed(block, x, img, block_ws, noise_mode)
+            else:
+                x, img = block(x, img, block_ws, noise_mode)
+        return img.reshape(N, 3, self.plane_channels, self.plane_resolution, self.plane_resolution)
+
+    def _checkpointed(self, block) -> bool:
+        return (
+            self.checkpoint_res is not None
+            and block.resolution >= self.checkpoint_res
+            and torch.is_grad_enabled()
+        )
+
+    def _run_checkpointed(self, block, x, img, ws, noise_mode):
+        outputs = []
+        for i in range(0, ws.shape[0], self.checkpoint_batch):
+            part = slice(i, i + self.checkpoint_batch)
+            outputs.append(
+                torch.utils.checkpoint.checkpoint(
+                    block, x[part], img[part], ws[part], noise_mode, use_reentrant=False
+                )
+            )
+        x = torch.cat([o[0] for o in outputs]) if len(outputs) > 1 else outputs[0][0]
+        img = torch.cat([o[1] for o in outputs]) if len(outputs) > 1 else outputs[0][1]
+        return x, img
