@@ -132,3 +132,21 @@ def test_demo_command_renders_once_then_is_cached(tmp_path):
         assert np.isclose(np.abs(bounds).max(), 1.0, atol=1e-5), name  # normalised into [-1, 1]^3
     proc = run_python(code)
     assert 'already' in proc.stdout
+
+
+def test_blender_cameras_match_ours():
+    sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+    import blender_render as br
+
+    cam2world, intrinsics = br.sphere_cameras(50, seed=3)
+    yaw, pitch, radius = cameras.camera_to_angles(torch.from_numpy(cam2world))
+    ours = cameras.angles_to_camera(yaw, pitch, radius, 45.0, dtype=torch.float64)
+    assert np.allclose(cam2world, ours.cam2world.numpy(), atol=1e-9)
+    assert np.allclose(intrinsics, ours.intrinsics.numpy(), atol=1e-12)
+    assert (cam2world[:, 1, 3] < 0).any() and (cam2world[:, 1, 3] > 0).any()  # below included
+    front = cameras.angles_to_camera(0.0, np.pi / 2, 3.5, 45.0, dtype=torch.float64).cam2world[0].numpy()
+    M = br.blender_matrix_world(front)
+    assert np.allclose(M[:3, 3], [0, -3.5, 0])  # our +z front is Blender's -y front view
+    assert np.allclose(-M[:3, 2], [0, 1, 0])  # a Blender camera looks down its -z: towards the origin
+    assert np.allclose(M[:3, 1], [0, 0, 1])  # and its +y is Blender's up (+z)
+    assert np.allclose(M[:3, 0], [1, 0, 0]) and np.isclose(np.linalg.det(M[:3, :3]), 1)
