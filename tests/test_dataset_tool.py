@@ -229,3 +229,16 @@ def test_cli_bad_inputs_exit_nonzero_with_one_line(tmp_path):
     write_images(tmp_path / 'nan', size=(8, 8))
     (tmp_path / 'nan' / 'dataset.json').write_text('{"labels": [["im0.png", [NaN]]]}')
     assert_one_line_error(invoke('validate', '--data', tmp_path / 'nan'), 'dataset.json')
+
+
+def test_convert_angles_form_of_a_wide_image_keeps_the_vertical_fov(tmp_path):
+    write_images(tmp_path / 'src', labels=False)  # 12 x 8
+    labels = [[f'im{i}.png', [10.0 * i, 80.0, 0.0, 2.0, 30.0]] for i in range(3)]
+    (tmp_path / 'src' / 'dataset.json').write_text(json.dumps({'labels': labels}))
+    result = invoke('convert', '--source', tmp_path / 'src', '--dest', tmp_path / 'o.zip', '--crop', 'center')
+    assert result.exit_code == 0, result.output
+    cam = ImageFolderDataset(tmp_path / 'o.zip').cameras()
+    assert torch.allclose(cameras.intrinsics_to_fov_deg(cam.intrinsics), torch.full((3,), 30.0), atol=1e-4)
+    assert torch.allclose(cam.intrinsics[:, 0, 0], cam.intrinsics[:, 1, 1], atol=1e-6)
+    uv, _ = cameras.world_to_pixels(torch.zeros(3, 1, 3), cam)
+    assert torch.allclose(uv, torch.full_like(uv, 0.5), atol=1e-5)
