@@ -1,14 +1,81 @@
-"""Train a patch-wise 3D-aware GAN (the training issue fills in the options)."""
+"""Train a patch-wise 3D-aware GAN (tri-plane NeRF generator, patch discriminator).
+
+Examples:
+    python train.py --outdir runs --cfg demo --data data/demo
+    python train.py --outdir runs --cfg ffhq256 --data datasets/ffhq256.zip --gpus 8
+    torchrun --nproc_per_node 8 train.py --outdir runs --cfg ffhq256 --data datasets/ffhq256.zip
+    python train.py --outdir runs --cfg ffhq256 --data datasets/ffhq256.zip --resume latest
+"""
+
+import json
 
 import click
 
+from training import config, launch, run_dir
 
-@click.command()
+
+def _flags(**kw) -> dict:
+    """Only the preset-settable options; None means 'not given on the command line'."""
+    return {k: v for k, v in kw.items() if k in config.DEFAULTS}
+
+
+# fmt: off
+@click.command(context_settings=dict(max_content_width=110))
+# Required.
 @click.option('--outdir', help='Where to make the run directory.', metavar='DIR', required=True)
-@click.option('--dry-run', is_flag=True, help='Print the resolved options and exit.')
-def main(outdir, dry_run):
-    """Train a tri-plane NeRF GAN on r x r patches of random scale."""
-    raise click.ClickException('training is not available yet in this version of PGRF')
+@click.option('--cfg', help='Preset in configs/ (or a YAML path).', metavar='NAME', required=True)
+@click.option('--data', help='Dataset folder or zip.', metavar='PATH', required=True)
+@click.option('--gpus', help='Processes to spawn locally (torchrun sets this itself).', type=click.IntRange(min=1), default=1, show_default=True)
+# Training length, batch, regularization.
+@click.option('--batch', help='Total batch size  [preset: 64]', type=click.IntRange(min=1))
+@click.option('--batch-gpu', 'batch_gpu', help='Batch per process and round  [default: batch/gpus]', type=click.IntRange(min=1))
+@click.option('--gamma', help='R1 weight  [preset: 0.05]', type=click.FloatRange(min=0))
+@click.option('--kimg', help='Length in thousands of real images  [preset: 25000]', type=click.FloatRange(min=0, min_open=True))
+@click.option('--tick', help='Progress line every this many kimg  [preset: 4]', type=click.FloatRange(min=0, min_open=True))
+@click.option('--snap', help='Snapshot every this many ticks  [preset: 50]', type=click.IntRange(min=1))
+@click.option('--metrics', help="Comma-separated metrics at each snapshot, or 'none'", metavar='LIST')
+@click.option('--glr', help='G learning rate  [preset: 0.002; public code: 0.0025]', type=click.FloatRange(min=0, min_open=True))
+@click.option('--dlr', help='D learning rate  [preset: 0.002]', type=click.FloatRange(min=0, min_open=True))
+# Data and augmentation.
+@click.option('--mirror', help='x-flip the dataset and the yaw  [default: dataset preset]', type=bool, metavar='BOOL')
+@click.option('--aug', help='Augmentation mode  [preset: ada]', type=click.Choice(config.CHOICES['aug']))
+@click.option('--target', help='ADA target  [preset: 0.6]', type=click.FloatRange(0, 1))
+@click.option('--p', help='Augment probability for --aug fixed  [preset: 0.2]', type=click.FloatRange(0, 1))
+@click.option('--workers', help='DataLoader workers per process  [preset: 3]', type=click.IntRange(min=0))
+# The method's knobs.
+@click.option('--patch-res', 'patch_res', help='Patch resolution r  [preset: 64]', type=click.IntRange(min=1))
+@click.option('--patch-dist', 'patch_dist', help='Patch scale distribution  [preset: beta]', type=click.Choice(config.CHOICES['patch_dist']))
+@click.option('--beta-end', 'beta_end', help='Final beta(T) of Beta(1, beta(t))  [preset: 0.8]', type=click.FloatRange(min=0, min_open=True))
+@click.option('--anneal-kimg', 'anneal_kimg', help='Scale annealing length T in kimg  [preset: 10000]', type=click.FloatRange(min=0, min_open=True))
+@click.option('--hyper-mod/--no-hyper-mod', 'hyper_mod', default=None, help='Hypernetwork-modulated D  [preset: on]')
+@click.option('--triplane-res', 'triplane_res', help='Tri-plane resolution Rp  [preset: 512]', type=click.IntRange(min=4))
+@click.option('--ray-steps', 'ray_steps', help='Coarse (= fine) samples per ray  [preset: 48]', type=click.IntRange(min=2))
+@click.option('--bg/--no-bg', 'bg', default=None, help='NeRF++ background model  [preset: off]')
+@click.option('--camera-cond/--no-camera-cond', 'camera_cond', default=None, help='Condition D on yaw/pitch  [preset]')
+@click.option('--fp32', help='Disable mixed precision in D', type=bool, metavar='BOOL')
+# Misc.
+@click.option('--resume', help="Resume: 'latest', a run directory, or a snapshot file", metavar='WHAT')
+@click.option('--seed', help='Random seed', type=int, default=0, show_default=True)
+@click.option('--desc', help='String appended to the run directory name', metavar='STR')
+@click.option('--dry-run', 'dry_run', is_flag=True, help='Print the resolved options and exit')
+# fmt: on
+def main(outdir, cfg, data, gpus, resume, seed, desc, dry_run, metrics, **kw):
+    """Train a tri-plane NeRF GAN on r x r patches of random scale (EpiGRAF)."""
+    flags = _flags(metrics=config.parse_metrics(metrics), **kw)
+    try:
+        c = launch.resolve_training_options(
+            outdir=outdir, cfg=cfg, data=data, gpus=gpus, resume=resume, seed=seed, desc=desc, flags=flags
+        )
+    except (config.ConfigError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from None
+    if dry_run:
+        click.echo(json.dumps(c, indent=2, sort_keys=True))
+        click.echo('Dry run: nothing was written.')
+        return
+    try:
+        launch.launch(c)
+    except run_dir.TrainingStopped as err:
+        raise click.ClickException(str(err)) from None
 
 
 if __name__ == '__main__':

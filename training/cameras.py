@@ -201,3 +201,151 @@ TRAJECTORIES = dict(
     wiggle=wiggle_trajectory,
     line=line_trajectory,
 )
+
+
+# ----------------------------------------------------------------------------
+# Camera priors: the distributions G's cameras are drawn from during training (paper Table 4).
+# Each `sample(batch_size, device, generator)` draws on the generator's device (CPU by default, so a
+# seeded CPU generator gives the same cameras whatever `device` is) and returns a Camera on `device`.
+
+
+class CameraPrior:
+    """Base class: look-at cameras at `radius` with field of view `fov` (degrees) from sampled angles."""
+
+    def __init__(self, radius: float = 1.0, fov: float = 12.0):
+        if not radius > 0 or not 0 < fov < 180:
+            raise ValueError(f'camera prior: need radius > 0 and 0 < fov < 180 degrees, got {radius}, {fov}')
+        self.radius = float(radius)
+        self.fov = float(fov)
+
+    def sample_angles(self, batch_size: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(yaw, pitch) in radians, each [batch_size] float64."""
+        raise NotImplementedError
+
+    def sample(self, batch_size: int, device='cpu', generator=None) -> Camera:
+        yaw, pitch = self.sample_angles(batch_size, generator)
+        cam = angles_to_camera(yaw, pitch, self.radius, self.fov, dtype=torch.float64)
+        return cam.to(device=device, dtype=torch.float32)
+
+    def describe(self) -> dict:
+        return dict(
+            kind=type(self).__name__, **{k: v for k, v in vars(self).items() if not k.startswith('_')}
+        )
+
+
+def _rand_device(generator) -> torch.device:
+    return generator.device if generator is not None else torch.device('cpu')
+
+
+class NormalCameraPrior(CameraPrior):
+    """yaw ~ N(yaw_mean, yaw_std), pitch ~ N(pitch_mean, pitch_std) (FFHQ: 0, 0.3, pi/2, 0.2; Cats: yaw_std 0.2)."""
+
+    def __init__(
+        self, yaw_mean=0.0, yaw_std=0.3, pitch_mean=math.pi / 2, pitch_std=0.2, radius=1.0, fov=12.0
+    ):
+        super().__init__(radius, fov)
+        if yaw_std < 0 or pitch_std < 0:
+            raise ValueError(f'camera prior: standard deviations must be >= 0, got {yaw_std}, {pitch_std}')
+        self.yaw_mean, self.yaw_std = float(yaw_mean), float(yaw_std)
+        self.pitch_mean, self.pitch_std = float(pitch_mean), float(pitch_std)
+
+    def sample_angles(self, batch_size, generator=None):
+        noise = torch.randn(
+            2, batch_size, generator=generator, device=_rand_device(generator), dtype=torch.float64
+        )
+        yaw = self.yaw_mean + self.yaw_std * noise[0]
+        pitch = (self.pitch_mean + self.pitch_std * noise[1]).clamp(1e-5, math.pi - 1e-5)
+        return yaw.cpu(), pitch.cpu()
+
+
+class UniformSphereCameraPrior(CameraPrior):
+    """Uniform by area on the sphere band USphere (paper Table 4): yaw in yaw_mean +- yaw_range, pitch in
+    pitch_mean +- pitch_range. The defaults (0, pi, pi/2, pi/2) cover the whole sphere, below included
+    (Megascans)."""
+
+    def __init__(
+        self,
+        yaw_mean=0.0,
+        yaw_range=math.pi,
+        pitch_mean=math.pi / 2,
+        pitch_range=math.pi / 2,
+        radius=1.0,
+        fov=30.0,
+    ):
+        super().__init__(radius, fov)
+        lo, hi = pitch_mean - pitch_range, pitch_mean + pitch_range
+        if yaw_range < 0 or pitch_range < 0 or lo < -1e-9 or hi > math.pi + 1e-9:
+            raise ValueError(
+                f'camera prior: pitch band [{lo:.4f}, {hi:.4f}] must lie in [0, pi] and ranges must be >= 0'
+            )
+        self.yaw_mean, self.yaw_range = float(yaw_mean), float(yaw_range)
+        self.pitch_mean, self.pitch_range = float(pitch_mean), float(pitch_range)
+
+    def sample_angles(self, batch_size, generator=None):
+        u = torch.rand(
+            2, batch_size, generator=generator, device=_rand_device(generator), dtype=torch.float64
+        )
+        yaw = self.yaw_mean + self.yaw_range * (2 * u[0] - 1)
+        lo = max(self.pitch_mean - self.pitch_range, 0.0)
+        hi = min(self.pitch_mean + self.pitch_range, math.pi)
+        cos_pitch = (
+            math.cos(lo) + (math.cos(hi) - math.cos(lo)) * u[1]
+        )  # uniform in cos(pitch) = uniform area
+        return yaw.cpu(), torch.acos(cos_pitch.clamp(-1, 1)).cpu()
+
+
+class DatasetCameraPrior(CameraPrior):
+    """The dataset's own cameras, drawn uniformly with replacement (mirrored copies included).
+
+    `radius` (optional) moves each camera along the ray from the origin to that distance, which is the
+    same picture of the world scaled about the origin; `fov` (optional) replaces the intrinsics with a
+    centred camera of that field of view. Both None: the exact dataset cameras.
+    """
+
+    def __init__(self, cameras: Camera, radius=None, fov=None):
+        if cameras.batch_size == 0:
+            raise ValueError('camera prior: the dataset has no cameras to sample from')
+        self._cameras = cameras.to(device='cpu', dtype=torch.float64)
+        self.radius = None if radius is None else float(radius)
+        self.fov = None if fov is None else float(fov)
+        self.num_cameras = cameras.batch_size
+
+    def sample(self, batch_size, device='cpu', generator=None):
+        idx = torch.randint(
+            self.num_cameras, [batch_size], generator=generator, device=_rand_device(generator)
+        )
+        cam = self._cameras.select(idx.cpu())
+        cam2world, intrinsics = cam.cam2world.clone(), cam.intrinsics.clone()
+        if self.radius is not None:
+            position = cam2world[:, :3, 3]
+            cam2world[:, :3, 3] = position * (
+                self.radius / position.norm(dim=-1, keepdim=True).clamp_min(EPS)
+            )
+        if self.fov is not None:
+            intrinsics = fov_to_intrinsics(self.fov, batch_size, dtype=torch.float64)
+        return Camera(cam2world, intrinsics).to(device=device, dtype=torch.float32)
+
+
+CAMERA_PRIORS = dict(
+    normal=NormalCameraPrior, uniform_sphere=UniformSphereCameraPrior, dataset=DatasetCameraPrior
+)
+
+
+def make_camera_prior(kind: str, dataset=None, **numbers) -> CameraPrior:
+    """A camera prior by name: 'normal', 'uniform_sphere' or 'dataset' (needs `dataset`: an object with
+    `.cameras()`, or a Camera). `numbers` are the prior's keyword arguments (radius, fov, ...)."""
+    if kind not in CAMERA_PRIORS:
+        raise ValueError(f'unknown camera prior {kind!r}; choose one of {sorted(CAMERA_PRIORS)}')
+    import inspect  # local: keeps this appended section self-contained
+
+    cls = CAMERA_PRIORS[kind]
+    allowed = set(inspect.signature(cls.__init__).parameters) - {'self', 'cameras'}
+    unknown = sorted(set(numbers) - allowed)
+    if unknown:
+        raise ValueError(f'camera prior {kind!r}: unknown option(s) {unknown}; allowed: {sorted(allowed)}')
+    if kind == 'dataset':
+        if dataset is None:
+            raise ValueError("camera prior 'dataset' needs the dataset to draw its cameras from")
+        cams = dataset if isinstance(dataset, Camera) else dataset.cameras()
+        return cls(cams, **numbers)
+    return cls(**numbers)

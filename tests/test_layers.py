@@ -1,0 +1,122 @@
+"""training/layers.py: shapes, equalized-lr scaling, modulated conv identities, Fourier features."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torch_utils.ops import upfirdn2d
+from training import layers
+
+
+def test_fully_connected_equalized_lr():
+    torch.manual_seed(0)
+    fc = layers.FullyConnectedLayer(8, 5, lr_multiplier=0.01, bias_init=0.5)
+    # Stored at N(0, 1) / lr_multiplier, applied times lr_multiplier / sqrt(fan_in).
+    assert fc.weight.std().item() == pytest.approx(100, rel=0.35)
+    assert torch.allclose(fc.bias, torch.full([5], 50.0))
+    x = torch.randn([3, 8])
+    expected = x @ (fc.weight * 0.01 / math.sqrt(8)).t() + fc.bias * 0.01
+    torch.testing.assert_close(fc(x), expected)
+    lrelu = layers.FullyConnectedLayer(8, 5, activation='lrelu')
+    pre = x @ (lrelu.weight / math.sqrt(8)).t()
+    torch.testing.assert_close(lrelu(x), F.leaky_relu(pre, 0.2) * math.sqrt(2))
+    with pytest.raises(AssertionError):
+        fc(torch.zeros([3, 7]))
+    with pytest.raises(ValueError, match='activation'):
+        layers.FullyConnectedLayer(8, 5, activation='lreLU')
+
+
+def test_conv2d_layer_shapes_gain_and_clamp():
+    torch.manual_seed(0)
+    x = torch.randn([2, 4, 8, 8])
+    assert layers.Conv2dLayer(4, 6, 3)(x).shape == (2, 6, 8, 8)
+    assert layers.Conv2dLayer(4, 6, 3, up=2)(x).shape == (2, 6, 16, 16)
+    assert layers.Conv2dLayer(4, 6, 3, down=2)(x).shape == (2, 6, 4, 4)
+    assert layers.Conv2dLayer(4, 6, 1, bias=False, down=2)(x).shape == (2, 6, 4, 4)
+    conv = layers.Conv2dLayer(4, 6, 3, activation='lrelu', conv_clamp=0.25)
+    with torch.no_grad():
+        conv.bias.copy_(torch.linspace(-1, 1, 6))
+    pre = F.conv2d(x, conv.weight / math.sqrt(4 * 9), conv.bias, padding=1)
+    expected = (F.leaky_relu(pre, 0.2) * math.sqrt(2) * 0.5).clamp(-0.125, 0.125)
+    torch.testing.assert_close(conv(x, gain=0.5), expected)
+
+
+def test_conv2d_layer_channels_last_and_frozen():
+    conv = layers.Conv2dLayer(4, 6, 3, channels_last=True, trainable=False)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert len(list(conv.parameters())) == 0 and 'weight' in dict(conv.named_buffers())
+    assert conv(torch.randn([1, 4, 5, 5])).shape == (1, 6, 5, 5)
+
+
+@pytest.mark.parametrize('fused_modconv', [True, False])
+@pytest.mark.parametrize('up,down', [(1, 1), (2, 1), (1, 2)])
+def test_modulated_conv_ones_styles_no_demod_equals_plain_conv(fused_modconv, up, down):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn([3, 4, 8, 8], generator=g, dtype=torch.float64)
+    w = torch.randn([5, 4, 3, 3], generator=g, dtype=torch.float64)
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    kw = dict(up=up, down=down, padding=1, resample_filter=f)
+    y = layers.modulated_conv2d(x, w, torch.ones([3, 4], dtype=torch.float64), demodulate=False,
+                                fused_modconv=fused_modconv, **kw)  # fmt: skip
+    from torch_utils.ops import conv2d_resample
+
+    expected = conv2d_resample.conv2d_resample(x, w, f, up=up, down=down, padding=1)
+    torch.testing.assert_close(y, expected)
+
+
+def test_modulated_conv_demodulation_and_fused_equals_unfused():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn([3, 4, 6, 6], generator=g, dtype=torch.float64)
+    w = torch.randn([5, 4, 3, 3], generator=g, dtype=torch.float64)
+    s = torch.rand([3, 4], generator=g, dtype=torch.float64) + 0.5
+    noise = torch.randn([3, 1, 6, 6], generator=g, dtype=torch.float64)
+    fused = layers.modulated_conv2d(x, w, s, noise=noise, padding=1, fused_modconv=True)
+    unfused = layers.modulated_conv2d(x, w, s, noise=noise, padding=1, fused_modconv=False)
+    torch.testing.assert_close(fused, unfused)
+    # Naive: per sample, modulate, demodulate each output channel to unit L2 norm, conv, add noise.
+    for n in range(3):
+        wn = w * s[n].reshape(1, 4, 1, 1)
+        wn = wn / (wn.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).sqrt()
+        expected = F.conv2d(x[n : n + 1], wn, padding=1) + noise[n : n + 1]
+        torch.testing.assert_close(fused[n : n + 1], expected)
+
+
+def test_modulated_conv_gradcheck():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn([2, 2, 4, 4], generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn([2, 2, 3, 3], generator=g, dtype=torch.float64, requires_grad=True)
+    s = (torch.rand([2, 2], generator=g, dtype=torch.float64) + 0.5).requires_grad_()
+    fn = lambda x, w, s: layers.modulated_conv2d(x, w, s, padding=1)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, s))
+    assert torch.autograd.gradgradcheck(fn, (x, w, s))
+
+
+def test_modulated_conv_fp16_prenormalization_keeps_direction():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn([2, 4, 6, 6], generator=g)
+    w = torch.randn([3, 4, 3, 3], generator=g) * 100
+    s = torch.rand([2, 4], generator=g) * 50 + 1
+    y32 = layers.modulated_conv2d(x, w, s, padding=1, fused_modconv=False)
+    y16 = layers.modulated_conv2d(x.half(), w.half(), s.half(), padding=1, fused_modconv=False).float()
+    torch.testing.assert_close(y16, y32, rtol=2e-2, atol=2e-2)
+
+
+def test_fourier_features():
+    ff = layers.FourierFeatures(3, 4, min_freq=1.0, max_freq=8.0)
+    assert ff.out_features == 24
+    torch.testing.assert_close(ff.freqs, torch.tensor([1.0, 2.0, 4.0, 8.0]))
+    x = torch.rand([5, 3])
+    y = ff(x)
+    assert y.shape == (5, 24)
+    angle = 2 * math.pi * x[2, 1] * 4.0  # coordinate 1, frequency index 2
+    assert y[2, 1 * 4 + 2].item() == pytest.approx(math.sin(angle), abs=1e-5)
+    assert y[2, 12 + 1 * 4 + 2].item() == pytest.approx(math.cos(angle), abs=1e-5)
+    ffi = layers.FourierFeatures(2, 3, include_input=True)
+    assert ffi(torch.rand([7, 6, 2])).shape == (7, 6, 14) and ffi.out_features == 14
+    torch.testing.assert_close(ffi.freqs, torch.tensor([1.0, 2.0, 4.0]))
+    with pytest.raises(ValueError, match='max_freq'):
+        layers.FourierFeatures(2, 3, min_freq=4, max_freq=2)
+    with pytest.raises(AssertionError):
+        ff(torch.rand([5, 2]))

@@ -1,0 +1,126 @@
+"""Fused bias + activation + gain + clamp: y = clamp(act(x + b) * gain, -clamp, clamp).
+
+`impl='ref'` (default) is pure PyTorch and the specification. `impl='cuda'` runs the twin in
+bias_act.cu (built on first use by torch_utils.custom_ops; falls back to 'ref' with one warning when
+it cannot be built or the tensor is not on a GPU).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from dnnlib import EasyDict
+from torch_utils import custom_ops
+
+# ----------------------------------------------------------------------------
+# Activations: the function, its defaults, and the ids the CUDA twin uses.
+# `cuda_idx` must match the switch in bias_act.cu.
+
+
+def _lrelu(x, alpha):
+    return F.leaky_relu(x, alpha)
+
+
+def _elu(x, alpha):
+    return F.elu(x)
+
+
+def _selu(x, alpha):
+    return F.selu(x)
+
+
+def _softplus(x, alpha):
+    return F.softplus(x)
+
+
+def _swish(x, alpha):
+    return torch.sigmoid(x) * x
+
+
+activation_funcs = {
+    'linear': EasyDict(func=lambda x, alpha: x, def_alpha=0, def_gain=1, cuda_idx=1),
+    'relu': EasyDict(func=lambda x, alpha: F.relu(x), def_alpha=0, def_gain=math.sqrt(2), cuda_idx=2),
+    'lrelu': EasyDict(func=_lrelu, def_alpha=0.2, def_gain=math.sqrt(2), cuda_idx=3),
+    'tanh': EasyDict(func=lambda x, alpha: torch.tanh(x), def_alpha=0, def_gain=1, cuda_idx=4),
+    'sigmoid': EasyDict(func=lambda x, alpha: torch.sigmoid(x), def_alpha=0, def_gain=1, cuda_idx=5),
+    'elu': EasyDict(func=_elu, def_alpha=0, def_gain=1, cuda_idx=6),
+    'selu': EasyDict(func=_selu, def_alpha=0, def_gain=1, cuda_idx=7),
+    'softplus': EasyDict(func=_softplus, def_alpha=0, def_gain=1, cuda_idx=8),
+    'swish': EasyDict(func=_swish, def_alpha=0, def_gain=math.sqrt(2), cuda_idx=9),
+}  # fmt: skip
+
+# ----------------------------------------------------------------------------
+
+
+def _check_args(x, b, dim, act, impl):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f'bias_act: x must be a torch.Tensor, got {type(x).__name__}')
+    if act not in activation_funcs:
+        raise ValueError(f'bias_act: unknown act="{act}"; choose one of {sorted(activation_funcs)}')
+    if impl not in ('ref', 'cuda'):
+        raise ValueError(f'bias_act: impl must be "ref" or "cuda", got "{impl}"')
+    if not -x.ndim <= dim < x.ndim:
+        raise ValueError(f'bias_act: dim={dim} is out of range for x of shape {list(x.shape)}')
+    if b is not None:
+        dim = dim % x.ndim
+        if b.ndim != 1 or b.shape[0] != x.shape[dim]:
+            raise ValueError(
+                f'bias_act: b must have shape [{x.shape[dim]}] (x.shape[{dim}]), got {list(b.shape)}'
+            )
+
+
+def resolve_args(act, alpha, gain, clamp):
+    """Fill in the activation's default alpha/gain; clamp None -> -1 (no clamping). Returns floats."""
+    spec = activation_funcs[act]
+    alpha = float(alpha if alpha is not None else spec.def_alpha)
+    gain = float(gain if gain is not None else spec.def_gain)
+    clamp = float(clamp if clamp is not None else -1)
+    if clamp != -1 and clamp < 0:
+        raise ValueError(f'bias_act: clamp must be None or >= 0, got {clamp}')
+    return alpha, gain, clamp
+
+
+def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, impl='ref'):
+    """Add bias `b` along dimension `dim` of `x`, apply `act`, scale by `gain`, clamp to [-clamp, clamp].
+
+    Args:
+        x:     Input tensor of any shape.
+        b:     Bias [x.shape[dim]], or None.
+        dim:   The dimension of `x` that `b` runs along.
+        act:   One of `activation_funcs` (linear, relu, lrelu, tanh, sigmoid, elu, selu, softplus, swish).
+        alpha: Shape parameter (lrelu's negative slope); None = the activation's default (0.2 for lrelu).
+        gain:  Output scale; None = the activation's default (sqrt(2) for relu, lrelu, swish; else 1).
+        clamp: Clamp the output to [-clamp, clamp]; None = no clamping.
+        impl:  'ref' (pure PyTorch, default) or 'cuda' (opt-in, falls back to 'ref' with one warning).
+    Returns:
+        A tensor of the shape and dtype of `x`.
+    """
+    _check_args(x, b, dim, act, impl)
+    alpha, gain, clamp = resolve_args(act, alpha, gain, clamp)
+    if impl == 'cuda':
+        fn = _cuda_impl(x)
+        if fn is not None:
+            return fn(x, b, dim % x.ndim, act, alpha, gain, clamp)
+    return _bias_act_ref(x, b, dim % x.ndim, act, alpha, gain, clamp)
+
+
+def _cuda_impl(x):
+    """The CUDA twin's entry point, or None (after one warning per reason) when it cannot run."""
+    if x.device.type != 'cuda':
+        custom_ops.warn_fallback_once('bias_act', 'the input is not on a CUDA device')
+        return None
+    custom_ops.warn_fallback_once('bias_act', 'the CUDA twin is not part of this build')
+    return None
+
+
+def _bias_act_ref(x, b, dim, act, alpha, gain, clamp):
+    """The specification: plain differentiable PyTorch ops (any order of derivatives)."""
+    if b is not None:
+        x = x + b.to(x.dtype).reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+    x = activation_funcs[act].func(x, alpha)
+    if gain != 1:
+        x = x * gain
+    if clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x

@@ -1,0 +1,163 @@
+"""Training options: defaults (the paper's numbers), YAML presets in configs/, and their validation.
+
+Precedence: DEFAULTS < configs/<preset>.yaml < explicit command-line flags. A preset may set only the
+keys of DEFAULTS; anything else is an error naming the file and the key, never silently ignored.
+The dataset's own numbers (resolution, camera prior, radius, fov, ray bounds, cube scale, background,
+mirror default) live once in configs/datasets/<name>.yaml and are referenced by the preset's `dataset`.
+"""
+
+import difflib
+import os
+
+import yaml
+
+import dnnlib
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+
+
+class ConfigError(ValueError):
+    """A user mistake in an option or a preset: the message is one line saying what and how to fix it."""
+
+
+# Every key a preset may set, with its default. Aligned with one-line meanings (StyleGAN's kwargs style).
+DEFAULTS = dict(
+    dataset=None,  # Name of configs/datasets/<name>.yaml (camera prior, bounds, resolution).
+    batch=64,  # Total batch size over all processes (paper: 64).
+    batch_gpu=None,  # Batch per process and accumulation round; None = batch // gpus.
+    gamma=0.05,  # R1 weight (paper: 0.05).
+    kimg=25000,  # Training length in thousands of real images shown to D (paper: 25M).
+    tick=4,  # Progress line / stats every this many kimg.
+    snap=50,  # Snapshot, image grid and metrics every this many ticks.
+    image_snap=None,  # Image grid every this many ticks; None = same as snap.
+    metrics=['fid50k_full'],  # Metrics computed at each snapshot (metrics registry names).
+    mirror=None,  # x-flip the dataset (and the yaw); None = the dataset preset's default.
+    aug='ada',  # Augmentation: ada | noaug | fixed.
+    p=0.2,  # Augmentation probability for aug=fixed.
+    target=0.6,  # ADA target for E[sign(D(real))].
+    ada_interval=4,  # Adjust ADA p every this many steps.
+    ada_kimg=500,  # ADA speed: p can go 0 -> 1 in this many kimg.
+    workers=3,  # DataLoader worker processes per process.
+    fp32=False,  # Disable mixed precision in D (G is always fp32).
+    glr=0.002,  # G learning rate (paper: 0.002; the public code: 0.0025).
+    dlr=0.002,  # D learning rate (paper: 0.002).
+    betas=[0.0, 0.99],  # Adam betas for G and D (paper: 0, 0.99).
+    r1_interval=16,  # Lazy R1: Dreg every this many steps (lr and betas adjusted accordingly).
+    ema_kimg=20,  # G_ema half-life in kimg.
+    ema_rampup=0.05,  # G_ema ramp-up: half-life at most cur_nimg * ema_rampup; None = no ramp-up.
+    patch_res=64,  # Patch resolution r rendered by G and seen by D.
+    patch_dist='beta',  # Patch scale distribution: beta | uniform | discrete.
+    beta_end=0.8,  # Final beta(T) of the Beta(1, beta(t)) scale distribution (Eq. 5).
+    anneal_kimg=10000,  # Annealing length T of the scale schedule in kimg.
+    hyper_mod=True,  # Hypernetwork modulation of D's filters by (s, dx, dy) (Eq. 2, 7).
+    triplane_res=512,  # Tri-plane resolution Rp.
+    ray_steps=48,  # Coarse samples per ray (as many fine samples again, hierarchically).
+    bg=False,  # NeRF++ background model.
+    camera_cond=False,  # Condition D on (yaw, pitch) (paper: FFHQ, Cats).
+    grid_seeds=8,  # Image grid: number of fixed seeds (rows).
+    grid_cameras=4,  # Image grid: number of fixed cameras (columns).
+    G_kwargs={},  # Extra Generator constructor kwargs (names checked against its signature).
+    D_kwargs={},  # Extra PatchDiscriminator constructor kwargs.
+    loss_kwargs={},  # Extra PatchLoss constructor kwargs.
+    augment_kwargs={},  # Extra AugmentPipe constructor kwargs.
+    sampler_kwargs={},  # Extra patch-sampler kwargs.
+)
+
+CHOICES = dict(aug=('ada', 'noaug', 'fixed'), patch_dist=('beta', 'uniform', 'discrete'))
+
+
+def list_presets() -> list[str]:
+    names = [f[: -len('.yaml')] for f in os.listdir(CONFIG_DIR) if f.endswith('.yaml')]
+    return sorted(names)
+
+
+def _unknown_key_message(source: str, key: str, known) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f' (did you mean "{close[0]}"?)' if close else f' (known keys: {", ".join(sorted(known))})'
+    return f'{source}: unknown key "{key}"{hint}'
+
+
+def load_preset(name: str) -> dict:
+    """The keys of configs/<name>.yaml, checked against DEFAULTS. `name` may also be a path to a YAML file."""
+    path = name if name.endswith(('.yaml', '.yml')) else os.path.join(CONFIG_DIR, f'{name}.yaml')
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f'--cfg: no preset "{name}" (looked for {path}); choose one of {", ".join(list_presets())}'
+        )
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise ConfigError(f'{path}: not valid YAML ({str(err).splitlines()[0]})') from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f'{path}: a preset must be a mapping of option: value, got {type(data).__name__}')
+    for key in data:
+        if key not in DEFAULTS:
+            raise ConfigError(_unknown_key_message(path, key, DEFAULTS))
+    return data
+
+
+def resolve(preset: dict, flags: dict) -> dnnlib.EasyDict:
+    """DEFAULTS < preset < flags (flags whose value is None were not given and do not override)."""
+    opts = dnnlib.EasyDict({k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()})
+    opts.update(preset)
+    for key, value in flags.items():
+        if key not in DEFAULTS:
+            raise ConfigError(_unknown_key_message('command line', key, DEFAULTS))
+        if value is not None:
+            opts[key] = value
+    if opts.image_snap is None:
+        opts.image_snap = opts.snap
+    return opts
+
+
+def _check_positive(opts, keys, source):
+    for key in keys:
+        value = opts[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f'{source}: {key} must be a positive number, got {value!r}')
+
+
+def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> None:
+    """Check ranges and divisibility; raise ConfigError with one line naming the option."""
+    if opts.dataset is None:
+        raise ConfigError(f'{source}: the preset sets no "dataset" (name of a configs/datasets/*.yaml)')
+    _check_positive(
+        opts, ['batch', 'kimg', 'tick', 'snap', 'image_snap', 'patch_res', 'triplane_res'], source
+    )
+    _check_positive(opts, ['ray_steps', 'glr', 'dlr', 'r1_interval', 'ada_interval', 'ada_kimg'], source)
+    _check_positive(opts, ['anneal_kimg', 'ema_kimg', 'grid_seeds', 'grid_cameras'], source)
+    for key, choices in CHOICES.items():
+        if opts[key] not in choices:
+            raise ConfigError(f'{source}: {key} must be one of {", ".join(choices)}, got {opts[key]!r}')
+    if opts.gamma < 0:
+        raise ConfigError(f'--gamma must be >= 0, got {opts.gamma}')
+    if not 0 <= opts.target <= 1 or not 0 <= opts.p <= 1:
+        raise ConfigError(f'--target and p must lie in [0, 1], got target={opts.target}, p={opts.p}')
+    if opts.batch % num_gpus != 0:
+        raise ConfigError(
+            f'--batch {opts.batch} is not divisible by --gpus {num_gpus}: pick a multiple of {num_gpus}'
+        )
+    per_gpu = opts.batch // num_gpus
+    batch_gpu = opts.batch_gpu or per_gpu
+    if batch_gpu <= 0 or per_gpu % batch_gpu != 0:
+        raise ConfigError(
+            f'--batch-gpu {batch_gpu} must divide the per-process batch {per_gpu} (= --batch / --gpus)'
+        )
+    if len(opts.betas) != 2 or not all(0 <= b < 1 for b in opts.betas):
+        raise ConfigError(f'{source}: betas must be two numbers in [0, 1), got {opts.betas!r}')
+    for key in ('G_kwargs', 'D_kwargs', 'loss_kwargs', 'augment_kwargs', 'sampler_kwargs'):
+        if not isinstance(opts[key], dict):
+            raise ConfigError(f'{source}: {key} must be a mapping, got {opts[key]!r}')
+    if not isinstance(opts.metrics, list):
+        raise ConfigError(f'{source}: metrics must be a list of names, got {opts.metrics!r}')
+
+
+def parse_metrics(text: str | None) -> list[str] | None:
+    """'fid50k_full,kid50k_full' -> list; 'none' -> []; None -> None (not given)."""
+    if text is None:
+        return None
+    if text.strip().lower() in ('', 'none'):
+        return []
+    return [name.strip() for name in text.split(',') if name.strip()]

@@ -1,0 +1,427 @@
+"""Posed image datasets: a folder or zip of images plus `dataset.json` camera labels, and dataset presets.
+
+Label formats of `dataset.json` (`{"labels": [[name, label], ...]}` or `{"labels": {name: label}}`),
+both read natively and stored internally as the 25-float form (docs/conventions.md):
+- 'eg3d': 25 floats, the row-major OpenCV cam2world 4x4 then the row-major normalized intrinsics 3x3;
+- 'angles': 5 floats (yaw, pitch, roll, radius, fov), angles and fov in degrees, yaw/pitch as in
+  training/cameras.py (yaw 0 = front, +z; pitch = polar angle from +y, 90 = equator), a look-at camera
+  at the origin; roll turns the camera about its viewing axis (positive: the image content turns
+  counter-clockwise on screen).
+Every bad input raises `DatasetError` with one line: what is wrong, in which file, how to fix it.
+"""
+
+import io
+import json
+import math
+import os
+import zipfile
+
+import numpy as np
+import PIL.Image
+import torch
+import yaml
+
+from training import cameras
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
+LABEL_LENGTHS = {25: 'eg3d', 5: 'angles'}
+RIGID_TOL = 5e-3  # max |R^T R - I| and |det R - 1| accepted for a cam2world rotation
+BACKGROUNDS = dict(white=(255, 255, 255), black=(0, 0, 0), gray=(128, 128, 128))
+PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'datasets')
+
+
+class DatasetError(Exception):
+    """A problem with the user's data or dataset options; the message is one line with the fix."""
+
+
+# ----------------------------------------------------------------------------
+# Labels.
+
+
+def angles_to_label(angles: np.ndarray) -> np.ndarray:
+    """Angles-form labels [N, 5] (yaw, pitch, roll in degrees, radius, fov in degrees) -> 25-float labels [N, 25]."""
+    angles = torch.as_tensor(np.asarray(angles, dtype=np.float64))
+    yaw, pitch, roll, radius, fov = (angles[:, i] for i in range(5))
+    cam = cameras.angles_to_camera(torch.deg2rad(yaw), torch.deg2rad(pitch), radius, fov, dtype=torch.float64)
+    c, s = torch.cos(torch.deg2rad(roll)), torch.sin(torch.deg2rad(roll))
+    roll_mat = torch.eye(4, dtype=torch.float64).repeat(len(angles), 1, 1)  # rotation about camera z
+    roll_mat[:, 0, 0], roll_mat[:, 0, 1], roll_mat[:, 1, 0], roll_mat[:, 1, 1] = c, -s, s, c
+    cam2world = cam.cam2world @ roll_mat
+    intrinsics = cameras.fov_to_intrinsics(fov, len(angles), dtype=torch.float64)
+    return cameras.Camera(cam2world, intrinsics).to_label().numpy()
+
+
+def check_labels(labels: np.ndarray, names: list[str], source: str) -> None:
+    """Raise DatasetError unless every 25-float label is finite, rigid and has sane normalized intrinsics."""
+    bad = ~np.isfinite(labels).all(axis=1)
+    if bad.any():
+        raise DatasetError(
+            f'{source}: label of {names[np.argmax(bad)]!r} contains NaN/inf; fix or drop that entry'
+        )
+    M = labels[:, :16].reshape(-1, 4, 4).astype(np.float64)
+    R = M[:, :3, :3]
+    ortho = np.abs(np.einsum('nji,njk->nik', R, R) - np.eye(3)).max(axis=(1, 2))
+    det = np.linalg.det(R)
+    bottom = np.abs(M[:, 3] - np.array([0, 0, 0, 1])).max(axis=1)
+    bad = (ortho > RIGID_TOL) | (np.abs(det - 1) > RIGID_TOL) | (bottom > 1e-6)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DatasetError(
+            f'{source}: cam2world of {names[i]!r} is not rigid (|R^T R - I| = {ortho[i]:.3g}, det = {det[i]:.3g}, '
+            f'last row {M[i, 3].tolist()}); labels need a rotation + translation (no scale or reflection)'
+        )
+    K = labels[:, 16:].reshape(-1, 3, 3)
+    bad = (K[:, 0, 0] <= 0) | (K[:, 1, 1] <= 0) | (np.abs(K[:, 2] - np.array([0, 0, 1])).max(axis=1) > 1e-6)
+    pixels = np.abs(K[:, :2, 2]).max(axis=1) > 2
+    if bad.any() or pixels.any():
+        i = int(np.argmax(bad | pixels))
+        hint = (
+            'divide fx, fy, cx, cy by the image width/height'
+            if pixels[i]
+            else 'need fx, fy > 0 and last row 0 0 1'
+        )
+        raise DatasetError(
+            f'{source}: intrinsics of {names[i]!r} are not normalized ({K[i].tolist()}); {hint}'
+        )
+
+
+def parse_labels(raw: bytes, source: str, names: list[str]) -> tuple[np.ndarray, str]:
+    """Parse dataset.json once: 25-float labels float32 [len(names), 25] in `names` order and the format name."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(
+            f'{source}: not valid JSON ({e}); fix the file or regenerate it with dataset_tool.py'
+        ) from None
+    entries = data.get('labels') if isinstance(data, dict) else None
+    if isinstance(entries, list):
+        try:
+            entries = {str(name): label for name, label in entries}
+        except (TypeError, ValueError):
+            raise DatasetError(f'{source}: "labels" must be a list of [image name, label] pairs') from None
+    if not isinstance(entries, dict):
+        raise DatasetError(
+            f'{source}: expected {{"labels": [[name, [floats]], ...]}}; see docs/conventions.md'
+        )
+    entries = {name.replace('\\', '/'): label for name, label in entries.items()}
+    missing = [n for n in names if n not in entries]
+    if missing:
+        raise DatasetError(
+            f'{source}: no label for {len(missing)} image(s), e.g. {missing[0]!r}; add them or remove those images'
+        )
+    try:
+        rows = [np.asarray(entries[n], dtype=np.float64).reshape(-1) for n in names]
+    except (TypeError, ValueError):
+        raise DatasetError(f'{source}: every label must be a list of numbers') from None
+    lengths = {len(r) for r in rows}
+    if len(lengths) != 1 or next(iter(lengths)) not in LABEL_LENGTHS:
+        i = next(i for i, r in enumerate(rows) if len(r) not in LABEL_LENGTHS or len(r) != len(rows[0]))
+        raise DatasetError(
+            f'{source}: label of {names[i]!r} has {len(rows[i])} numbers; all labels need 25 (cam2world 4x4 + '
+            f'intrinsics 3x3) or all 5 (yaw, pitch, roll, radius, fov)'
+        )
+    labels = np.stack(rows) if rows else np.zeros([0, len(rows[0]) if rows else 25])
+    fmt = LABEL_LENGTHS[labels.shape[1]]
+    if fmt == 'angles':
+        bad = (
+            ~np.isfinite(labels).all(axis=1)
+            | (labels[:, 3] <= 0)
+            | (labels[:, 4] <= 0)
+            | (labels[:, 4] >= 180)
+        )
+        if bad.any():
+            raise DatasetError(
+                f'{source}: angles label of {names[np.argmax(bad)]!r} is invalid (NaN/inf, radius <= 0 or fov '
+                f'outside (0, 180) degrees)'
+            )
+        labels = angles_to_label(labels)
+    check_labels(labels, names, source)
+    return labels.astype(np.float32), fmt
+
+
+# ----------------------------------------------------------------------------
+# Images.
+
+
+def parse_background(background) -> tuple[int, int, int]:
+    """'white' | 'black' | 'gray' | '#rrggbb' | (r, g, b) in 0..255 -> an RGB triple."""
+    if isinstance(background, str) and background.lower() in BACKGROUNDS:
+        return BACKGROUNDS[background.lower()]
+    if isinstance(background, str) and len(background) == 7 and background.startswith('#'):
+        try:
+            return tuple(int(background[i : i + 2], 16) for i in (1, 3, 5))
+        except ValueError:
+            pass
+    if (
+        isinstance(background, (list, tuple))
+        and len(background) == 3
+        and all(0 <= c <= 255 for c in background)
+    ):
+        return tuple(int(c) for c in background)
+    raise DatasetError(
+        f'background {background!r}: use white, black, gray, #rrggbb or three numbers in 0..255'
+    )
+
+
+def decode_image(data: bytes, name: str, background=(255, 255, 255)) -> np.ndarray:
+    """Image bytes -> uint8 RGB [H, W, 3]; alpha composited onto `background`, grayscale expanded."""
+    try:
+        img = PIL.Image.open(io.BytesIO(data))
+        img.load()
+    except Exception as e:  # PIL raises many types for broken files
+        raise DatasetError(
+            f'{name}: cannot read the image ({type(e).__name__}: {e}); replace or delete it'
+        ) from None
+    has_alpha = img.mode in ('RGBA', 'LA', 'PA', 'La', 'RGBa') or 'transparency' in img.info
+    if img.mode in ('I;16', 'I;16B', 'I', 'F'):
+        arr = np.asarray(img, dtype=np.float64)
+        img = PIL.Image.fromarray(np.clip(arr * (255 / max(arr.max(), 1)), 0, 255).astype(np.uint8))
+    if has_alpha:
+        rgba = np.asarray(img.convert('RGBA'), dtype=np.float32)
+        alpha = rgba[..., 3:] / 255
+        out = rgba[..., :3] * alpha + np.asarray(background, dtype=np.float32) * (1 - alpha)
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return np.asarray(img.convert('RGB'))
+
+
+class _Source:
+    """A folder or a zip archive: names of image files, raw bytes by name. Zip handles reopen per process."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._zip, self._zip_pid = None, None
+        if os.path.isdir(path):
+            self.kind = 'folder'
+            names = []
+            for root, _dirs, files in os.walk(path):
+                names += [os.path.relpath(os.path.join(root, f), path).replace(os.sep, '/') for f in files]
+        elif os.path.isfile(path):
+            if not zipfile.is_zipfile(path):
+                raise DatasetError(
+                    f'{path}: not a zip archive; pass a folder of images or a .zip made by dataset_tool.py'
+                )
+            self.kind = 'zip'
+            names = self._open_zip().namelist()
+        else:
+            raise DatasetError(f'{path}: no such file or folder; check the --data path')
+        self.all_names = set(names)
+        self.image_names = sorted(n for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+
+    def _open_zip(self) -> zipfile.ZipFile:
+        if self._zip is None or self._zip_pid != os.getpid():
+            try:
+                self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
+            except (zipfile.BadZipFile, OSError) as e:
+                raise DatasetError(
+                    f'{self.path}: cannot open the zip ({e}); recreate it with dataset_tool.py'
+                ) from None
+        return self._zip
+
+    def read(self, name: str) -> bytes:
+        if self.kind == 'zip':
+            return self._open_zip().read(name)
+        with open(os.path.join(self.path, name), 'rb') as f:
+            return f.read()
+
+    def image_size(self, name: str) -> tuple[int, int]:
+        try:
+            if self.kind == 'zip':
+                with self._open_zip().open(name) as f, PIL.Image.open(f) as img:
+                    return img.size
+            with PIL.Image.open(os.path.join(self.path, name)) as img:
+                return img.size
+        except Exception as e:
+            raise DatasetError(
+                f'{self.where(name)}: cannot read the image ({type(e).__name__}); replace or delete it'
+            ) from None
+
+    def where(self, name: str) -> str:
+        return f'{self.path}:{name}' if self.kind == 'zip' else os.path.join(self.path, name)
+
+    def __getstate__(self):
+        return dict(self.__dict__, _zip=None, _zip_pid=None)
+
+
+# ----------------------------------------------------------------------------
+# The dataset.
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Images [3, R, R] uint8 and 25-float camera labels from a folder or zip with `dataset.json`.
+
+    With `mirror`, items len/2.. are the x-flipped images with `cameras.mirror_camera` labels.
+    """
+
+    def __init__(
+        self,
+        path,  # Folder or zip of images with dataset.json at its root.
+        resolution=None,  # Expected resolution; None = whatever the images have (all equal, square).
+        mirror=False,  # Double the dataset with x-flipped images and mirrored cameras.
+        background='white',  # Colour RGBA images are composited onto.
+        max_size=None,  # Keep a random subset of this many images (before mirroring); None = all.
+        random_seed=0,  # Seed of that subset.
+        check_all_sizes=True,  # Read every image header at construction to catch mixed resolutions early.
+    ):
+        self.path = str(path)
+        self.name = os.path.splitext(os.path.basename(os.path.normpath(self.path)))[0]
+        self.background = parse_background(background)
+        self._source = _Source(self.path)
+        names = self._source.image_names
+        if not names:
+            raise DatasetError(
+                f'{self.path}: no images found ({", ".join(IMAGE_EXTENSIONS)}); check the path'
+            )
+        if max_size is not None and max_size < len(names):
+            idx = np.sort(np.random.RandomState(random_seed).permutation(len(names))[:max_size])
+            names = [names[i] for i in idx]
+        self._names = names
+        self.resolution = self._check_sizes(resolution, check_all_sizes)
+        self.num_channels = 3
+        self.mirror = bool(mirror)
+        labels, self.label_format = self._load_labels()
+        if self.mirror:
+            mirrored = cameras.mirror_camera(cameras.Camera.from_label(torch.from_numpy(labels))).to_label()
+            labels = np.concatenate([labels, mirrored.numpy()])
+        self._labels = np.ascontiguousarray(labels, dtype=np.float32)  # [len, 25], parsed once
+
+    def _check_sizes(self, resolution, check_all: bool) -> int:
+        first = self._names[0]
+        w, h = self._source.image_size(first)
+        for name in self._names if check_all else [first]:
+            size = self._source.image_size(name) if name != first else (w, h)
+            if size[0] != size[1]:
+                raise DatasetError(
+                    f'{self._source.where(name)}: image is {size[0]}x{size[1]}, not square; run '
+                    f'`dataset_tool.py convert --crop center` (or --crop pad)'
+                )
+            if size != (w, h):
+                raise DatasetError(
+                    f'{self._source.where(name)}: image is {size[0]}x{size[1]} but {first} is {w}x{h}; run '
+                    f'`dataset_tool.py convert --resolution R` to make them equal'
+                )
+        if resolution is not None and resolution != w:
+            raise DatasetError(
+                f'{self.path}: images are {w}x{w} but resolution {resolution} was requested; run '
+                f'`dataset_tool.py convert --resolution {resolution}` or change the resolution option'
+            )
+        return w
+
+    def _load_labels(self) -> tuple[np.ndarray, str]:
+        source = self._source.where('dataset.json')
+        if 'dataset.json' not in self._source.all_names:
+            raise DatasetError(
+                f'{source}: missing; camera labels are required (write it, or use dataset_tool.py '
+                f'from-nerfstudio / render to produce one; format in docs/conventions.md)'
+            )
+        return parse_labels(self._source.read('dataset.json'), source, self._names)
+
+    def __len__(self) -> int:
+        return len(self._names) * (2 if self.mirror else 1)
+
+    @property
+    def image_shape(self) -> list[int]:
+        return [self.num_channels, self.resolution, self.resolution]
+
+    @property
+    def num_raw_images(self) -> int:
+        return len(self._names)
+
+    def image_name(self, idx: int) -> str:
+        return self._names[idx % len(self._names)]
+
+    def load_image(self, idx: int) -> np.ndarray:
+        """The un-mirrored image of raw index `idx` as uint8 [3, R, R]."""
+        name = self._names[idx]
+        image = decode_image(self._source.read(name), self._source.where(name), self.background)
+        if image.shape[:2] != (self.resolution, self.resolution):
+            raise DatasetError(
+                f'{self._source.where(name)}: image is {image.shape[1]}x{image.shape[0]}, the dataset is '
+                f'{self.resolution}x{self.resolution}; run `dataset_tool.py convert --resolution {self.resolution}`'
+            )
+        return image.transpose(2, 0, 1)  # [H, W, 3] -> [3, H, W]
+
+    def __getitem__(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self._names)
+        image = self.load_image(idx % n)
+        if idx >= n:
+            image = image[:, :, ::-1]  # x-flip, consistent with mirror_camera
+        return np.ascontiguousarray(image), self._labels[idx].copy()
+
+    def get_label(self, idx: int) -> np.ndarray:
+        return self._labels[idx].copy()
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Every item's 25-float label [len, 25] (a view: do not modify)."""
+        return self._labels
+
+    def cameras(self) -> cameras.Camera:
+        """Camera of every item (mirrored items included), float32."""
+        return cameras.Camera.from_label(torch.from_numpy(self._labels.copy()))
+
+
+# ----------------------------------------------------------------------------
+# Dataset presets: configs/datasets/<name>.yaml, one place for each dataset's numbers.
+
+PRESET_KEYS = dict(
+    description=str,  # One line: what the dataset is and where its numbers come from.
+    path=(str, type(None)),  # Default dataset location (relative to the repository root), or null.
+    resolution=int,  # Image resolution R.
+    mirror=bool,  # Mirror (x-flip + mirrored camera) by default.
+    background=(str, list),  # Colour RGBA images are composited onto.
+    camera_prior=str,  # 'normal' | 'uniform_sphere' | 'dataset' (training/cameras.py).
+    camera_prior_kwargs=dict,  # The prior's angle numbers (radians); radius and fov come from below.
+    radius=(int, float),  # Camera distance from the origin (world units).
+    fov=(int, float),  # Full field of view in degrees.
+    ray_start=(int, float),  # Near bound along each ray (world units).
+    ray_end=(int, float),  # Far bound along each ray.
+    cube_scale=(int, float),  # Half-size of the world box [-s, s]^3 the tri-planes cover.
+)
+
+
+def load_dataset_preset(name: str) -> dict:
+    """The preset `configs/datasets/<name>.yaml` (or a path to a YAML file) as a validated dict."""
+    path = name if name.endswith(('.yaml', '.yml')) else os.path.join(PRESET_DIR, f'{name}.yaml')
+    if not os.path.isfile(path):
+        known = (
+            sorted(f[:-5] for f in os.listdir(PRESET_DIR) if f.endswith('.yaml'))
+            if os.path.isdir(PRESET_DIR)
+            else []
+        )
+        raise DatasetError(f'dataset preset {name!r} not found ({path}); known presets: {known}')
+    with open(path) as f:
+        try:
+            preset = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise DatasetError(f'{path}: not valid YAML ({str(e).splitlines()[0]})') from None
+    if not isinstance(preset, dict):
+        raise DatasetError(f'{path}: expected a mapping of keys {sorted(PRESET_KEYS)}')
+    unknown, missing = sorted(set(preset) - set(PRESET_KEYS)), sorted(set(PRESET_KEYS) - set(preset))
+    if unknown or missing:
+        raise DatasetError(
+            f'{path}: unknown keys {unknown}, missing keys {missing}; allowed: {sorted(PRESET_KEYS)}'
+        )
+    for key, types in PRESET_KEYS.items():
+        if not isinstance(preset[key], types) or (types is not bool and isinstance(preset[key], bool)):
+            raise DatasetError(f'{path}: {key} = {preset[key]!r} has the wrong type')
+    parse_background(preset['background'])
+    if (
+        not 0 < preset['ray_start'] < preset['ray_end']
+        or preset['cube_scale'] <= 0
+        or preset['resolution'] <= 0
+    ):
+        raise DatasetError(f'{path}: need 0 < ray_start < ray_end, cube_scale > 0 and resolution > 0')
+    try:
+        make_preset_camera_prior(preset, dataset=None if preset['camera_prior'] != 'dataset' else _NO_DATASET)
+    except ValueError as e:
+        raise DatasetError(f'{path}: {e}') from None
+    return preset
+
+
+_NO_DATASET = cameras.angles_to_camera(0.0, math.pi / 2, 1.0, 30.0)  # stands in to validate 'dataset' presets
+
+
+def make_preset_camera_prior(preset: dict, dataset=None) -> cameras.CameraPrior:
+    """The camera prior a preset names, with the preset's radius and fov."""
+    kwargs = dict(preset['camera_prior_kwargs'], radius=preset['radius'], fov=preset['fov'])
+    return cameras.make_camera_prior(preset['camera_prior'], dataset=dataset, **kwargs)

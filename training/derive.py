@@ -1,0 +1,130 @@
+"""Resolved options -> the constructor kwargs of every object the loop builds (plain data, by class name).
+
+This is the one place where a preset's numbers meet the modules' signatures: the dataset preset
+(configs/datasets/<name>.yaml) supplies the camera prior and the scene bounds, the model preset and
+the flags supply the rest, and every extra `*_kwargs` key is checked against the constructor it goes
+to, so a misspelt key is a one-line error before any process starts.
+"""
+
+import inspect
+import os
+
+import dnnlib
+from training import config
+
+G_CLASS = 'training.generator.Generator'
+D_CLASS = 'training.discriminator.PatchDiscriminator'
+LOSS_CLASS = 'training.loss.PatchLoss'
+AUGMENT_CLASS = 'training.augment.AugmentPipe'
+ADA_CLASS = 'training.augment.AdaController'
+DATASET_CLASS = 'training.dataset.ImageFolderDataset'
+
+
+def check_kwargs(class_name: str, kwargs: dict, source: str, skip=()) -> None:
+    """Raise ConfigError if `kwargs` has a key that the constructor of `class_name` does not take."""
+    obj = dnnlib.util.get_obj_by_name(class_name)
+    fn = obj.__init__ if inspect.isclass(obj) else obj
+    params = inspect.signature(fn).parameters
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    known = set(params) - {'self'} - set(skip)
+    for key in kwargs:
+        if key not in known:
+            raise config.ConfigError(config._unknown_key_message(f'{source} ({class_name})', key, known))
+
+
+def load_dataset(data_path: str | None, dataset_preset: dict, mirror: bool, source: str):
+    """Open the dataset once to check it (exists, readable, resolution of the preset)."""
+    from training import dataset as dataset_module
+
+    if data_path is None:
+        raise config.ConfigError(f'--data is missing and {source} names no default path; pass --data PATH')
+    if not os.path.exists(data_path):
+        hint = (
+            ' (render it with: python scripts/dataset_tool.py demo --dest data/demo)'
+            if 'demo' in data_path
+            else ''
+        )
+        raise config.ConfigError(f'--data {data_path}: no such file or folder{hint}')
+    try:
+        ds = dataset_module.ImageFolderDataset(
+            data_path, mirror=mirror, background=dataset_preset['background']
+        )
+    except dataset_module.DatasetError as err:
+        raise config.ConfigError(f'--data: {err}') from None
+    if ds.resolution != dataset_preset['resolution']:
+        raise config.ConfigError(
+            f'--data {data_path}: images are {ds.resolution}x{ds.resolution} but {source} expects '
+            f'{dataset_preset["resolution"]}x{dataset_preset["resolution"]}; convert the dataset or pick another --cfg'
+        )
+    return ds
+
+
+def load_dataset_preset(name: str, source: str) -> dict:
+    from training import dataset as dataset_module
+
+    try:
+        return dataset_module.load_dataset_preset(name)
+    except dataset_module.DatasetError as err:
+        raise config.ConfigError(f'{source}: dataset: {err}') from None
+
+
+def derive_training_kwargs(opts, data_path, num_gpus: int, preset_source: str) -> dnnlib.EasyDict:
+    """Everything a training process needs, as plain data."""
+    dp = load_dataset_preset(opts.dataset, preset_source)
+    R = dp['resolution']
+    if opts.patch_res > R:
+        raise config.ConfigError(f'--patch-res {opts.patch_res} is larger than the image resolution {R}')
+    mirror = dp['mirror'] if opts.mirror is None else bool(opts.mirror)
+    data_path = data_path if data_path is not None else dp['path']
+    ds = load_dataset(data_path, dp, mirror, preset_source)
+    c = dnnlib.EasyDict(opts)
+    c.mirror = mirror
+    c.batch_gpu = opts.batch_gpu or opts.batch // num_gpus
+    c.data = os.path.abspath(data_path)
+    c.dataset_preset = dp
+    c.dataset_size = len(ds)
+    c.dataset_kwargs = dict(
+        class_name=DATASET_CLASS, path=c.data, resolution=R, mirror=mirror, background=dp['background']
+    )
+    c.camera_prior_kwargs = dict(
+        class_name='training.cameras.make_camera_prior', kind=dp['camera_prior'],
+        radius=dp['radius'], fov=dp['fov'], **dp['camera_prior_kwargs'],
+    )  # fmt: skip
+    c.sampler_kwargs = _sampler_kwargs(opts, R)
+    c.G_kwargs = _generator_kwargs(opts, dp, preset_source)
+    c.D_kwargs = _discriminator_kwargs(opts, R, preset_source)
+    c.loss_kwargs = _loss_kwargs(opts, preset_source)
+    c.augment_kwargs = None if opts.aug == 'noaug' else dict(class_name=AUGMENT_CLASS, **opts.augment_kwargs)
+    if c.augment_kwargs is not None:
+        check_kwargs(AUGMENT_CLASS, opts.augment_kwargs, f'{preset_source}: augment_kwargs')
+    c.ada_kwargs = dict(
+        class_name=ADA_CLASS,
+        target=opts.target,
+        interval=opts.ada_interval,
+        speed_kimg=opts.ada_kimg,
+        batch_size=opts.batch,
+    )
+    return c
+
+
+def _sampler_kwargs(opts, R: int) -> dict:
+    kw = dict(kind=opts.patch_dist, img_resolution=R, patch_resolution=opts.patch_res)
+    if opts.patch_dist == 'beta':
+        kw.update(beta_end=opts.beta_end, anneal_kimg=opts.anneal_kimg)
+    elif opts.patch_dist == 'uniform':
+        kw.update(anneal_kimg=opts.anneal_kimg)
+    kw.update(opts.sampler_kwargs)
+    return kw
+
+
+def _generator_kwargs(opts, dp: dict, source: str) -> dict:
+    raise NotImplementedError
+
+
+def _discriminator_kwargs(opts, R: int, source: str) -> dict:
+    raise NotImplementedError
+
+
+def _loss_kwargs(opts, source: str) -> dict:
+    raise NotImplementedError

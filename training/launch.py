@@ -1,0 +1,137 @@
+"""From command-line options to running processes: resolve the options, make the run directory, and
+start one process, N spawned local processes (`--gpus N`), or join a torchrun/SLURM job (env://).
+"""
+
+import os
+import socket
+
+import torch
+
+import dnnlib
+from training import config, run_dir
+
+# Options that may change when a run is resumed in place; every other option must match the stored one.
+RESUME_MUTABLE = ('kimg', 'tick', 'snap', 'image_snap', 'metrics', 'workers', 'desc', 'resume')
+
+
+def torchrun_world_size() -> int | None:
+    """WORLD_SIZE when launched by torchrun (or another env:// launcher), else None."""
+    if 'RANK' in os.environ and 'WORLD_SIZE' in os.environ:
+        return int(os.environ['WORLD_SIZE'])
+    return None
+
+
+def _default_desc(cfg: str, opts, num_gpus: int, desc: str | None) -> str:
+    name = os.path.splitext(os.path.basename(cfg))[0]
+    text = f'{name}-gpus{num_gpus}-batch{opts.batch}-gamma{opts.gamma:g}'
+    return f'{text}-{desc}' if desc else text
+
+
+def resolve_training_options(outdir, cfg, data, gpus, resume, seed, desc, flags) -> dnnlib.EasyDict:
+    """All the plain data a training process needs (written to training_options.json)."""
+    from training import derive  # imports the model modules; kept out of --help
+
+    world = torchrun_world_size()
+    if world is not None and gpus not in (1, world):
+        raise config.ConfigError(f"--gpus {gpus} contradicts the launcher's WORLD_SIZE={world}; drop --gpus")
+    num_gpus = world or gpus
+    preset_source = cfg if cfg.endswith(('.yaml', '.yml')) else f'configs/{cfg}.yaml'
+    opts = config.resolve(config.load_preset(cfg), flags)
+    config.validate(opts, num_gpus, source=preset_source)
+    c = derive.derive_training_kwargs(opts, data_path=data, num_gpus=num_gpus, preset_source=preset_source)
+    c.update(cfg=cfg, seed=seed, num_gpus=num_gpus, desc=_default_desc(cfg, opts, num_gpus, desc))
+    c.update(outdir=outdir, run_dir=None, resume=None, resume_file=None)
+    if resume is not None:
+        target, kind = run_dir.resolve_resume(resume, outdir)
+        if kind == 'file':
+            c.resume_file = target
+        else:
+            c = _merge_stored_options(c, target)
+    return c
+
+
+def _merge_stored_options(c: dnnlib.EasyDict, target_run: str) -> dnnlib.EasyDict:
+    """Continue in `target_run`: its stored options win, except the RESUME_MUTABLE ones."""
+    stored = dnnlib.EasyDict(run_dir.read_options(target_run))
+    for key, value in c.items():
+        if key in RESUME_MUTABLE or key in ('outdir', 'run_dir', 'resume_file'):
+            continue
+        if key in stored and _plain(stored[key]) != _plain(value):
+            raise config.ConfigError(
+                f'--resume {target_run}: option "{key}" is {_plain(value)!r} here but {_plain(stored[key])!r} in '
+                f"that run's training_options.json; resume with the same options (only {', '.join(RESUME_MUTABLE)} may change)"
+            )
+    for key in RESUME_MUTABLE:
+        if key in c and key not in ('desc', 'resume'):
+            stored[key] = c[key]
+    stored.update(run_dir=target_run, resume='in_place', resume_file=None, outdir=c.outdir)
+    return stored
+
+
+def _plain(value):
+    """JSON round trip, so tuples and lists (and int/float of equal value) compare as stored."""
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+def _prepare_run_dir(c: dnnlib.EasyDict) -> None:
+    """Create the run directory (unless resuming in place) and write training_options.json."""
+    if c.run_dir is None:
+        c.run_dir = run_dir.make_run_dir(c.outdir, c.desc)
+    run_dir.write_options(c.run_dir, c)
+
+
+def launch(c: dnnlib.EasyDict) -> None:
+    """Run training in this process, in N spawned processes, or as one rank of a torchrun job."""
+    if torchrun_world_size() is not None:
+        _run_rank(c, rank_zero_makes_dir=True)
+    elif c.num_gpus == 1:
+        _prepare_run_dir(c)
+        _run_rank(c, rank_zero_makes_dir=False)
+    else:
+        _prepare_run_dir(c)
+        _spawn(c)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _spawn(c: dnnlib.EasyDict) -> None:
+    """`--gpus N`: N local processes with torchrun's environment variables."""
+    os.environ.setdefault('MASTER_ADDR', '127.0.0.1')
+    os.environ.setdefault('MASTER_PORT', str(_free_port()))
+    try:
+        torch.multiprocessing.spawn(_spawn_entry, args=(dict(c),), nprocs=c.num_gpus, join=True)
+    except torch.multiprocessing.ProcessRaisedException as err:
+        last = str(err).strip().splitlines()[-1] if str(err).strip() else 'a training process failed'
+        raise run_dir.TrainingStopped(f'a training process failed: {last}') from None
+    except torch.multiprocessing.ProcessExitedException as err:
+        raise run_dir.TrainingStopped(f'a training process died ({err}); the others were stopped') from None
+
+
+def _spawn_entry(rank: int, c: dict) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(c['num_gpus']))
+    _run_rank(dnnlib.EasyDict(c), rank_zero_makes_dir=False)
+
+
+def _run_rank(c: dnnlib.EasyDict, rank_zero_makes_dir: bool) -> None:
+    from torch_utils import distributed
+    from training import training_loop
+
+    info = distributed.init()
+    try:
+        if rank_zero_makes_dir:
+            holder = [None]
+            if info.rank == 0:
+                _prepare_run_dir(c)
+                holder = [c.run_dir]
+            if info.world_size > 1:
+                torch.distributed.broadcast_object_list(holder, src=0)
+            c.run_dir = holder[0]
+        training_loop.training_loop(c, rank=info.rank, world_size=info.world_size, device=info.device)
+    finally:
+        distributed.shutdown()

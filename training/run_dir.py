@@ -1,0 +1,127 @@
+"""Run directories (<outdir>/<NNNNN>-<desc>/), their snapshots, and a log that tees to a file.
+
+The log never replaces sys.stdout: `RunLog.print` writes to stdout and appends to <run_dir>/log.txt.
+"""
+
+import datetime
+import json
+import os
+import re
+import sys
+import traceback
+
+SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+)\.pt$')
+RUN_RE = re.compile(r'^(\d{5})-')
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped early for a reason the user must read (what happened, what to do next)."""
+
+
+def list_runs(outdir: str) -> list[str]:
+    """Run directories under `outdir`, sorted by their number."""
+    if not os.path.isdir(outdir):
+        return []
+    runs = [(int(m.group(1)), d) for d in os.listdir(outdir) if (m := RUN_RE.match(d))]
+    return [os.path.join(outdir, d) for _, d in sorted(runs) if os.path.isdir(os.path.join(outdir, d))]
+
+
+def make_run_dir(outdir: str, desc: str) -> str:
+    """Create <outdir>/<NNNNN>-<desc> with the next free number (never reuses one)."""
+    os.makedirs(outdir, exist_ok=True)
+    while True:
+        ids = [int(m.group(1)) for d in os.listdir(outdir) if (m := RUN_RE.match(d))]
+        run_dir = os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
+        try:
+            os.makedirs(run_dir)  # fails if another launcher took this number meanwhile
+            return run_dir
+        except FileExistsError:
+            continue
+
+
+def snapshot_name(cur_nimg: int) -> str:
+    return f'network-snapshot-{cur_nimg // 1000:06d}.pt'
+
+
+def list_snapshots(run_dir: str) -> list[str]:
+    """Snapshot files of a run, oldest first (by kimg, then modification time)."""
+    if not os.path.isdir(run_dir):
+        return []
+    found = []
+    for name in os.listdir(run_dir):
+        m = SNAPSHOT_RE.match(name)
+        if m:
+            path = os.path.join(run_dir, name)
+            found.append((int(m.group(1)), os.path.getmtime(path), path))
+    return [p for _, _, p in sorted(found)]
+
+
+def find_latest_run(outdir: str) -> str | None:
+    """The highest-numbered run under `outdir` that holds at least one snapshot."""
+    for run_dir in reversed(list_runs(outdir)):
+        if list_snapshots(run_dir):
+            return run_dir
+    return None
+
+
+def resolve_resume(resume: str, outdir: str) -> tuple[str, str | None]:
+    """Interpret --resume: 'latest' or a run directory -> (run_dir, None) to continue in place;
+    a snapshot file -> (snapshot_path, 'file') for a new run starting from that state.
+
+    Raises FileNotFoundError with a one-line message when there is nothing to resume from.
+    """
+    if resume == 'latest':
+        run_dir = find_latest_run(outdir)
+        if run_dir is None:
+            raise FileNotFoundError(f'--resume latest: no run with a snapshot under --outdir {outdir}')
+        return run_dir, None
+    if os.path.isdir(resume):
+        if not list_snapshots(resume):
+            raise FileNotFoundError(f'--resume {resume}: this run directory holds no network-snapshot-*.pt')
+        return resume, None
+    if os.path.isfile(resume):
+        return resume, 'file'
+    raise FileNotFoundError(f'--resume {resume}: no such file or run directory (or use --resume latest)')
+
+
+class RunLog:
+    """Print to stdout and append the same lines to a log file; a no-op file when `path` is None."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self.file = open(path, 'a', encoding='utf-8', buffering=1) if path else None  # noqa: SIM115
+
+    def print(self, *parts) -> None:
+        text = ' '.join(str(p) for p in parts)
+        print(text, flush=True)
+        if self.file is not None:
+            self.file.write(text + '\n')
+
+    def exception(self, err: BaseException) -> None:
+        """Write a traceback to the log file only (the caller decides what the terminal shows)."""
+        if self.file is not None:
+            self.file.write(''.join(traceback.format_exception(type(err), err, err.__traceback__)))
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def write_options(run_dir: str, opts: dict) -> None:
+    with open(os.path.join(run_dir, 'training_options.json'), 'w', encoding='utf-8') as f:
+        json.dump(opts, f, indent=2, sort_keys=True)
+
+
+def read_options(run_dir: str) -> dict:
+    path = os.path.join(run_dir, 'training_options.json')
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
+
+
+def stamp() -> str:
+    return datetime.datetime.now().strftime('%Y-%m-%d %H:%M:%S')
+
+
+def command_line() -> str:
+    return ' '.join(sys.argv)

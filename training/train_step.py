@@ -1,0 +1,156 @@
+"""One training step: real patches, per-phase fake inputs, Gmain / Dmain / Dreg with lazy R1, the
+cross-rank gradient average, G_ema with ramp-up, and the ADA p update.
+
+DDP is done by hand (as StyleGAN3 does): every rank runs the same phases on its share of the batch,
+then the flattened gradients are averaged with one all_reduce per phase. This works with any
+forward API (G.mapping, G.render, ...) and with phases that leave parameters unused (lazy R1).
+"""
+
+import torch
+
+import dnnlib
+from torch_utils import misc, training_stats
+from training import cameras, patches
+
+
+class NonFiniteLoss(RuntimeError):
+    """A phase produced a NaN/inf loss or gradient: training must stop (the last snapshot stays good)."""
+
+
+def make_phases(c, G, D) -> tuple[list, dict]:
+    """Phases Gmain (every step), Dmain (every step), Dreg (every r1_interval steps) and their optimizers.
+
+    Lazy regularization (StyleGAN2): Dreg's gradient is scaled by its interval inside the loss (`gain`),
+    and D's lr and betas are adjusted by mb_ratio = k / (k + 1) so that the Adam statistics match.
+    """
+    b1, b2 = c.betas
+    opt_G = torch.optim.Adam(G.parameters(), lr=c.glr, betas=(b1, b2), eps=1e-8)
+    ratio = c.r1_interval / (c.r1_interval + 1)
+    opt_D = torch.optim.Adam(D.parameters(), lr=c.dlr * ratio, betas=(b1**ratio, b2**ratio), eps=1e-8)
+    phases = [
+        dnnlib.EasyDict(name='Gmain', module=G, opt=opt_G, interval=1),
+        dnnlib.EasyDict(name='Dmain', module=D, opt=opt_D, interval=1),
+        dnnlib.EasyDict(name='Dreg', module=D, opt=opt_D, interval=c.r1_interval),
+    ]
+    if c.gamma == 0:
+        phases = phases[:2]  # no R1: Dreg would be a no-op
+    return phases, dict(G=opt_G, D=opt_D)
+
+
+def real_angles(labels: torch.Tensor) -> torch.Tensor:
+    """(yaw, pitch) of the dataset cameras, for D's camera conditioning. [N, 2]"""
+    yaw, pitch, _ = cameras.camera_to_angles(cameras.Camera.from_label(labels).cam2world)
+    return torch.stack([yaw, pitch], dim=1)
+
+
+def prepare_reals(s, real_batches: list) -> list:
+    """Crop one patch per real image at parameters drawn from the schedule at cur_nimg."""
+    rounds = []
+    for batch in real_batches:
+        N = batch.images.shape[0]
+        params = s.patch_sampler.sample(N, s.progress.cur_nimg, device=s.device)
+        img = patches.crop_patches(batch.images, params, s.c.patch_res)  # [N, 3, r, r]
+        s.tick_scales.append(params[:, 0].detach().cpu())
+        rounds.append(dnnlib.EasyDict(img=img, params=params, angles=real_angles(batch.labels)))
+    return rounds
+
+
+def gen_inputs(s) -> list:
+    """Latents, cameras from the camera prior, and patch parameters for each accumulation round."""
+    rounds = []
+    for _ in range(s.num_rounds):
+        z = torch.randn(s.batch_gpu, s.G.z_dim, device=s.device)
+        camera = s.camera_prior.sample(s.batch_gpu, device=s.device)
+        params = s.patch_sampler.sample(s.batch_gpu, s.progress.cur_nimg, device=s.device)
+        rounds.append(dnnlib.EasyDict(z=z, camera=camera, params=params))
+    return rounds
+
+
+def run_phase(s, phase, reals: list, gen_kwargs: dict) -> None:
+    """Accumulate the phase's gradients over the rounds, average them across ranks, take an Adam step."""
+    phase.opt.zero_grad(set_to_none=True)
+    phase.module.requires_grad_(True)
+    loss_sum = None  # stays None if the loss does not return its value
+    for real, fake in zip(reals, gen_inputs(s)):
+        value = s.loss.accumulate_gradients(
+            phase=phase.name,
+            real_patches=real.img,
+            real_patch_params=real.params,
+            real_angles=real.angles,
+            gen_z=fake.z,
+            gen_camera=fake.camera,
+            gen_patch_params=fake.params,
+            gain=phase.interval,
+            cur_nimg=s.progress.cur_nimg,
+            gen_kwargs=gen_kwargs,
+        )
+        if value is not None:
+            value = torch.as_tensor(value, dtype=torch.float32).detach().sum().cpu()
+            loss_sum = value if loss_sum is None else loss_sum + value
+    phase.module.requires_grad_(False)
+    if not reduce_gradients(phase.module, s.world_size, loss_sum):
+        raise NonFiniteLoss(phase.name)
+    phase.opt.step()
+
+
+def reduce_gradients(module: torch.nn.Module, world_size: int, loss_sum: torch.Tensor | None) -> bool:
+    """Average gradients across ranks in place; False if the phase diverged on any rank (the same answer
+    everywhere, so all ranks stop together).
+
+    Diverged means a non-finite loss, or NaN gradients when the loss value is unknown. Infinite
+    gradients with a finite loss (a mixed-precision overflow in D) are clamped as StyleGAN2-ADA does.
+    """
+    params = [p for p in module.parameters() if p.grad is not None]
+    device = params[0].device if params else torch.device('cpu')
+    known = loss_sum is not None
+    tail = torch.as_tensor(loss_sum if known else 0.0, dtype=torch.float32).reshape(1).to(device)
+    flat = torch.cat([p.grad.flatten() for p in params] + [tail])
+    if world_size > 1:
+        torch.distributed.all_reduce(flat)
+        flat /= world_size
+    grads = flat[:-1]
+    if not torch.isfinite(flat[-1]) or (not known and bool(torch.isnan(grads).any())):
+        return False
+    torch.nan_to_num(grads, nan=0, posinf=1e5, neginf=-1e5, out=grads)
+    for p, grad in zip(params, grads.split([p.numel() for p in params])):
+        p.grad = grad.reshape(p.shape)
+    return True
+
+
+@torch.no_grad()
+def update_ema(s) -> None:
+    """G_ema <- lerp toward G with half-life ema_kimg, ramped up to cur_nimg * ema_rampup early on."""
+    ema_nimg = s.c.ema_kimg * 1000
+    if s.c.ema_rampup is not None:
+        ema_nimg = min(ema_nimg, s.progress.cur_nimg * s.c.ema_rampup)
+    ema_beta = 0.5 ** (s.c.batch / max(ema_nimg, 1e-8))
+    for p_ema, p in zip(s.G_ema.parameters(), s.G.parameters()):
+        p_ema.copy_(p.detach().lerp(p_ema, ema_beta))
+    for b_ema, b in zip(s.G_ema.buffers(), s.G.buffers()):
+        b_ema.copy_(b)
+
+
+def update_ada(s) -> None:
+    """ADA: the controller adjusts augment p every ada_interval steps from the D(real) signs the loss fed it."""
+    if s.ada is not None:
+        s.ada.step(s.augment_pipe)
+
+
+def train_step(s, real_batches: list, gen_kwargs: dict) -> None:
+    """One step over the global batch; counters advance by `batch` images."""
+    reals = prepare_reals(s, real_batches)
+    for phase in s.phases:
+        if s.progress.batch_idx % phase.interval == 0:
+            run_phase(s, phase, reals, gen_kwargs)
+    update_ema(s)
+    s.progress.cur_nimg += s.c.batch
+    s.progress.batch_idx += 1
+    update_ada(s)
+    if s.augment_pipe is not None:
+        training_stats.report0('Progress/augment', float(s.augment_pipe.p))
+
+
+def check_consistency(s) -> None:
+    """Parameters and buffers agree across ranks (cheap enough to run at each snapshot)."""
+    for name in ('G', 'D', 'G_ema'):
+        misc.check_ddp_consistency(s[name])

@@ -1,0 +1,252 @@
+"""The training loop, as an outline of small named steps (StyleGAN2-ADA's procedure, Sec. 3.4):
+
+    setup -> [resume] -> repeat { train_step (Gmain, Dmain, Dreg, G_ema, ADA) -> at tick ends:
+    progress line, stats, image grid, snapshot, metrics } until kimg, a stop signal, or divergence.
+
+Every rank runs this function; only rank 0 writes files. Ticks end only at ADA-interval boundaries,
+so a snapshot never holds half-accumulated ADA statistics and `--resume` continues exactly.
+"""
+
+import contextlib
+import copy
+import os
+import signal
+import time
+
+import torch
+
+import dnnlib
+from torch_utils import misc, training_stats
+from training import data_iter, run_dir, snapshots, train_logging, train_step
+from training.patches import make_patch_sampler
+
+# ----------------------------------------------------------------------------
+# Setup.
+
+
+def setup_modules(s) -> None:
+    """G, D, G_ema, the augment pipe and the loss, identical on every rank (seeded with c.seed)."""
+    c = s.c
+    misc.set_seed(c.seed)  # same initial weights on every rank
+    s.G = dnnlib.construct_class_by_name(**c.G_kwargs).train().requires_grad_(False).to(s.device)
+    s.D = dnnlib.construct_class_by_name(**c.D_kwargs).train().requires_grad_(False).to(s.device)
+    s.G_ema = copy.deepcopy(s.G).eval()
+    s.augment_pipe, s.ada = None, None
+    if c.augment_kwargs is not None:
+        s.augment_pipe = dnnlib.construct_class_by_name(**c.augment_kwargs).train().requires_grad_(False)
+        s.augment_pipe = s.augment_pipe.to(s.device)
+        s.augment_pipe.p.fill_(c.p if c.aug == 'fixed' else 0.0)
+    if c.aug == 'ada':
+        s.ada = dnnlib.construct_class_by_name(**c.ada_kwargs)
+    s.loss = dnnlib.construct_class_by_name(
+        device=s.device, G=s.G, D=s.D, augment_pipe=s.augment_pipe, **c.loss_kwargs
+    )
+    s.phases, s.optimizers = train_step.make_phases(c, s.G, s.D)
+
+
+def setup_data(s) -> None:
+    c = s.c
+    s.dataset = dnnlib.construct_class_by_name(**c.dataset_kwargs)
+    s.camera_prior = dnnlib.construct_class_by_name(**c.camera_prior_kwargs, dataset=s.dataset)
+    s.patch_sampler = make_patch_sampler(**c.sampler_kwargs)
+    s.batch_gpu = c.batch_gpu
+    s.num_rounds = c.batch // (c.batch_gpu * s.world_size)
+
+
+def setup(c, rank: int, world_size: int, device) -> dnnlib.EasyDict:
+    """Everything the loop needs, in one TrainState; restores a snapshot when resuming."""
+    s = dnnlib.EasyDict(c=dnnlib.EasyDict(c), rank=rank, world_size=world_size, device=torch.device(device))
+    s.log = run_dir.RunLog(os.path.join(c.run_dir, 'log.txt') if rank == 0 else None)
+    s.progress = dnnlib.EasyDict(cur_nimg=0, cur_tick=0, batch_idx=0, tick_start_nimg=0, total_time=0.0)
+    s.best_metric = None
+    setup_data(s)
+    setup_modules(s)
+    resume_if_asked(s)
+    misc_rank_seed = c.seed * world_size + rank
+    if s.progress.batch_idx == 0:
+        misc.set_seed(misc_rank_seed)  # per-rank streams (a resumed run restored its own above)
+    s.real_stream = data_iter.make_real_stream(
+        s.dataset, s.batch_gpu, rank, world_size, c.seed, s.progress.cur_nimg, c.workers, s.device
+    )
+    s.stats_collector = training_stats.Collector(regex='.*')
+    s.stats_file, s.writer = train_logging.open_writers(c.run_dir) if rank == 0 else (None, None)
+    s.tick_scales = []
+    train_logging.setup_grid(s)
+    return s
+
+
+def resume_if_asked(s) -> None:
+    """Restore the full state from --resume (a run continued in place, or a snapshot file)."""
+    if s.c.resume_file is not None:
+        data, source = snapshots.checkpoint.load(s.c.resume_file), s.c.resume_file
+    elif s.c.resume == 'in_place':
+        data, source = snapshots.load_latest(s.c.run_dir, s.log)
+    else:
+        return
+    snapshots.restore(s, data, source)
+    s.log.print(
+        f'Resumed from {source} at kimg {s.progress.cur_nimg / 1000:.3f} (tick {s.progress.cur_tick})'
+    )
+
+
+# ----------------------------------------------------------------------------
+# Stop signals.
+
+
+class StopSignals:
+    """SIGTERM/SIGINT set a flag; the loop checks it at step boundaries, snapshots, and exits cleanly."""
+
+    def __init__(self):
+        self.received = None
+        self.previous = {}
+
+    def _handler(self, signum, frame):
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread: leave the handlers alone
+                self.previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def agreed_stop(s) -> bool:
+    """True on every rank if any rank received a stop signal."""
+    flag = torch.tensor([1.0 if s.signals.received else 0.0], device=s.device)
+    if s.world_size > 1:
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item() > 0)
+
+
+# ----------------------------------------------------------------------------
+# Ticks: stats, images, snapshots, metrics.
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Run a block (image grids, metrics) without disturbing the training RNG streams."""
+    state = misc.get_rng_state()
+    try:
+        yield
+    finally:
+        misc.set_rng_state(state)
+
+
+def maybe_evaluate(s, snapshot_path: str | None) -> None:
+    """Metrics of G_ema at a snapshot; track the best value of the first metric."""
+    if not s.c.metrics:
+        return
+    from metrics import metric_main
+
+    for i, metric in enumerate(s.c.metrics):
+        result = metric_main.calc_metric(
+            metric=metric, G=s.G_ema, dataset_kwargs=s.c.dataset_kwargs, num_gpus=s.world_size,
+            rank=s.rank, device=s.device,
+        )  # fmt: skip
+        if s.rank == 0:
+            metric_main.report_metric(result, run_dir=s.c.run_dir, snapshot_path=snapshot_path)
+        value = _metric_value(result, metric)
+        if i == 0 and value is not None and (s.best_metric is None or value < s.best_metric['value']):
+            s.best_metric = dict(name=metric, value=value, kimg=s.progress.cur_nimg / 1000)
+
+
+def _metric_value(result, metric: str) -> float | None:
+    values = result.get('results', {}) if isinstance(result, dict) else getattr(result, 'results', {})
+    value = values.get(metric, next(iter(values.values()), None)) if values else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def end_tick(s, tick_time: float, final: bool) -> None:
+    """Progress line, image grid, snapshot, metrics, stats; then start the next tick."""
+    train_logging.report_tick_resources(s, tick_time)
+    s.stats_collector.update()
+    stats = s.stats_collector.as_dict()
+    s.log.print(train_logging.progress_line(s, stats, tick_time))
+    tick, scales = s.progress.cur_tick, (torch.cat(s.tick_scales) if s.tick_scales else None)
+    s.tick_scales = []
+    s.progress.update(cur_tick=tick + 1, tick_start_nimg=s.progress.cur_nimg)
+    if s.rank == 0 and (final or tick % s.c.image_snap == 0):
+        with preserved_rng():
+            train_logging.save_fakes(s)
+    if final or tick % s.c.snap == 0:
+        train_step.check_consistency(s)
+        path = snapshots.save_snapshot(s)
+        if path:
+            s.log.print(f'Saved {path}')
+        with preserved_rng():
+            maybe_evaluate(s, path)
+    if s.rank == 0:
+        train_logging.write_stats(s, stats, scales)
+
+
+# ----------------------------------------------------------------------------
+# The loop.
+
+
+def density_noise_kwargs(s) -> dict:
+    """Per-step generator kwargs computed from cur_nimg (schedules are never module state)."""
+    schedule = getattr(__import__('training.generator', fromlist=['x']), 'density_noise_std', None)
+    if schedule is None or not s.c.density_noise:
+        return {}
+    return dict(density_noise_std=float(schedule(s.progress.cur_nimg)))
+
+
+def next_real_batches(s) -> list:
+    return [data_iter.real_batch_to_device(next(s.real_stream), s.device) for _ in range(s.num_rounds)]
+
+
+def train(s) -> str:
+    """Run steps until done; returns why it ended: 'done' or the signal's name."""
+    if s.rank == 0 and s.progress.cur_nimg == 0:
+        train_logging.save_reals(s, s.dataset)
+    s.log.print(f'Training for {s.c.kimg} kimg from kimg {s.progress.cur_nimg / 1000:.3f}...')
+    tick_start = time.time()
+    while True:
+        train_step.train_step(s, next_real_batches(s), density_noise_kwargs(s))
+        if s.progress.batch_idx % s.c.ada_interval != 0:
+            continue  # ticks, snapshots and stops only at ADA boundaries (exact resume)
+        stop = agreed_stop(s)
+        done = s.progress.cur_nimg >= s.c.kimg * 1000
+        tick_due = s.progress.cur_nimg >= s.progress.tick_start_nimg + s.c.tick * 1000
+        if not (done or stop or tick_due or s.progress.cur_tick == 0):
+            continue
+        now = time.time()
+        s.progress.total_time += now - tick_start
+        end_tick(s, now - tick_start, final=done or stop)
+        tick_start = time.time()
+        if done or stop:
+            return 'done' if done else (s.signals.received or 'a signal on another rank')
+
+
+def teardown(s) -> None:
+    for name in ('stats_file', 'writer'):
+        if s.get(name) is not None:
+            s[name].close()
+    s.pop('real_stream', None)
+    s.log.close()
+
+
+def training_loop(c, rank: int = 0, world_size: int = 1, device='cpu') -> str:
+    """Train with the resolved options `c` (see training/launch.py); returns 'done' or the stop signal."""
+    s = setup(c, rank, world_size, device)
+    try:
+        with StopSignals() as s.signals:
+            reason = train(s)
+        if reason != 'done':
+            s.log.print(f'Stopped by {reason}: snapshot written; continue with --resume latest')
+        else:
+            s.log.print('Exiting...')
+        return reason
+    except train_step.NonFiniteLoss as err:
+        kimg = s.progress.cur_nimg / 1000
+        last = run_dir.list_snapshots(s.c.run_dir)
+        keep = f'the last good snapshot is {last[-1]}' if last else 'no snapshot was written yet'
+        msg = f'non-finite loss in phase {err} at kimg {kimg:.3f}; training stopped, {keep}'
+        s.log.print(msg)
+        raise run_dir.TrainingStopped(msg) from None
+    finally:
+        teardown(s)
