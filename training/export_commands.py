@@ -19,13 +19,20 @@ def _seed_tag(seeds: list[int]) -> str:
     )
 
 
-def _frame(out, i: int, foreground_only: bool) -> np.ndarray:
-    """uint8 [H, W, 3], or [H, W, 4] with the opacity as alpha for foreground-only renders."""
-    rgb = eu.to_uint8(out.image[i : i + 1])[0]
+def _frame(out, i: int, foreground_only: bool, background: float | None = None) -> np.ndarray:
+    """uint8 [H, W, 3], or [H, W, 4] with the opacity as alpha for foreground-only renders.
+
+    RGBA colours are straight (not premultiplied): the background colour the renderer filled in behind
+    the foreground (`background`, in [-1, 1]) is taken out again, c = (image - (1 - a) * bg) / a.
+    """
+    image, alpha = out.image[i : i + 1], out.opacity[i : i + 1].clamp(0, 1)  # [1, 3, H, W], [1, 1, H, W]
+    if foreground_only and background is not None:
+        image = (image - (1 - alpha) * background) / alpha.clamp_min(1e-4)
+    rgb = eu.to_uint8(image)[0]
     if not foreground_only:
         return rgb
-    alpha = (out.opacity[i, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    return np.concatenate([rgb, alpha[..., None]], axis=-1)
+    a8 = (alpha[0, 0] * 255).round().to(torch.uint8).numpy()
+    return np.concatenate([rgb, a8[..., None]], axis=-1)
 
 
 def images(
@@ -42,7 +49,7 @@ def images(
             G, planes.expand(V, *planes.shape[1:]), ws.expand(V, -1, -1), cam, resolution, foreground_only
         )
         for v in range(V):
-            img = _frame(out, v, foreground_only)
+            img = _frame(out, v, foreground_only, eg.background_value(G))
             paths.append(os.path.join(outdir, eu.out_name('images', seed, v if V > 1 else None)))
             eu.save_png(paths[-1], img)
             tiles.append(img)

@@ -167,6 +167,14 @@ def render(G, planes, ws, camera: cams.Camera, resolution=None, foreground_only=
     return type(out)(*(torch.cat(parts) for parts in zip(*outputs)))
 
 
+def background_value(G) -> float | None:
+    """The flat colour (in [-1, 1]) G's renderer fills transparent pixels with, if it says which."""
+    from training import rendering
+
+    name = getattr(getattr(G, 'march', None), 'background', None)
+    return rendering.BACKGROUND_COLOURS.get(name) if isinstance(name, str) else None
+
+
 def geometry_fns(G, planes: torch.Tensor, chunk_size: int = 1 << 16):
     """(density_fn, color_fn) of one latent's tri-planes [1, ...] for training/geometry.py."""
 
