@@ -78,6 +78,8 @@ def test_images_sizes_above_and_below_training_resolution(tiny, tmp_path):
         '--resolution',
         8,
         '--foreground-only',
+        '--samples-mult',
+        2,
     )
     img = Image.open(tmp_path / 'lo' / 'images-seed0001.png')
     assert img.size == (8, 8) and img.mode == 'RGBA'

@@ -46,8 +46,9 @@ def images(
         V = cam.batch_size
         planes = eg.synthesize(G, ws)
         out = eg.render(
-            G, planes.expand(V, *planes.shape[1:]), ws.expand(V, -1, -1), cam, resolution, foreground_only
-        )
+            G, planes.expand(V, *planes.shape[1:]), ws.expand(V, -1, -1), cam, resolution, foreground_only,
+            **cfg.render_kwargs,
+        )  # fmt: skip
         for v in range(V):
             img = _frame(out, v, foreground_only, eg.background_value(G))
             paths.append(os.path.join(outdir, eu.out_name('images', seed, v if V > 1 else None)))
@@ -84,7 +85,7 @@ def video(
         for t in tqdm.tqdm(range(frames), desc=f'video {trajectory}', unit='frame'):
             cam = cams.select(t)
             cam = eg.cams.Camera(cam.cam2world.expand(N, 4, 4), cam.intrinsics.expand(N, 3, 3))
-            out = eg.render(G, planes, ws, cam, resolution)
+            out = eg.render(G, planes, ws, cam, resolution, **cfg.render_kwargs)
             writer.append(eu.image_grid(eu.to_uint8(out.image), cols=grid_cols))
     return [path]
 
@@ -117,7 +118,7 @@ def interp(
         for t, (a, b, f) in enumerate(tqdm.tqdm(steps, desc='interp', unit='frame')):
             w = eu.lerp(ws[a : a + 1], ws[b : b + 1], f)
             cam = cams.select(t if trajectory else 0)
-            out = eg.render(G, eg.synthesize(G, w), w, cam, resolution)
+            out = eg.render(G, eg.synthesize(G, w), w, cam, resolution, **cfg.render_kwargs)
             writer.append(eu.to_uint8(out.image)[0])
     return [path]
 
@@ -130,7 +131,15 @@ def depth(G, cfg, seeds, outdir, camera='front', resolution=None, device='cpu'):
         cam = eg.view_cameras(cfg.cameras, camera, seed, device)
         V = cam.batch_size
         planes = eg.synthesize(G, ws)
-        out = eg.render(G, planes.expand(V, *planes.shape[1:]), ws.expand(V, -1, -1), cam, resolution, True)
+        out = eg.render(
+            G,
+            planes.expand(V, *planes.shape[1:]),
+            ws.expand(V, -1, -1),
+            cam,
+            resolution,
+            True,
+            **cfg.render_kwargs,
+        )
         for v in range(V):
             d, a = out.depth[v, 0].numpy(), out.opacity[v, 0].numpy()
             view = v if V > 1 else None

@@ -27,6 +27,12 @@ def load_snapshot(path: str, device='cpu') -> tuple[torch.nn.Module, dict]:
     from torch_utils import checkpoint
 
     try:
+        device = torch.device(device)
+    except RuntimeError as err:
+        raise ExportError(f'--device {device}: {err}') from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ExportError(f'--device {device}: CUDA is not available here; use --device cpu')
+    try:
         data = checkpoint.load(path)
         G = checkpoint.load_network(path, 'G_ema', device=device)
     except FileNotFoundError:
@@ -155,9 +161,14 @@ def synthesize(G, ws: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
         return torch.cat([G.synthesis(w[:, :num_ws], noise_mode='const') for w in ws.split(batch_size)])
 
 
-def render(G, planes, ws, camera: cams.Camera, resolution=None, foreground_only=False, batch_size: int = 4):
-    """Full images of planes[i] seen from camera i, in batches. RenderOutput(image, depth, opacity) on CPU."""
-    kwargs = dict(foreground_only=True) if foreground_only else {}
+def render(
+    G, planes, ws, camera: cams.Camera, resolution=None, foreground_only=False, batch_size=4, **kwargs
+):
+    """Full images of planes[i] seen from camera i, in batches. RenderOutput(image, depth, opacity) on CPU.
+
+    kwargs go to G.render (e.g. num_samples_multiplier); foreground_only is passed only when set.
+    """
+    kwargs = dict(kwargs, foreground_only=True) if foreground_only else kwargs
     outputs = []
     with torch.no_grad():
         for start in range(0, planes.shape[0], batch_size):
