@@ -68,10 +68,7 @@ def run(command, network, seeds, outdir, trunc, trunc_cutoff, dataset_preset, ra
         result = command(G, cfg, seeds, outdir, device=device, **kwargs)
     except (export_gen.ExportError, geometry.EmptyIsosurfaceError) as err:
         raise click.ClickException(str(err)) from None
-    paths, notes = result if isinstance(result, tuple) else (result, [])
-    for note in notes:
-        click.echo(note)
-    click.echo(f'wrote {len(paths)} files to {outdir}')
+    click.echo(f'wrote {len(result)} files to {outdir}')
 
 
 camera_option = click.option(

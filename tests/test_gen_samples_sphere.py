@@ -332,3 +332,19 @@ def test_cameras_come_from_options_or_preset(snapshot, tmp_path):
     assert res.exit_code == 0, res.output
     res = cli('images', '--network', bare, '--outdir', tmp_path, '--dataset-preset', 'nosuch')
     assert res.exit_code == 1 and 'nosuch' in res.output and 'Traceback' not in res.output
+
+
+def test_failed_mesh_render_keeps_the_mesh(snapshot, tmp_path, monkeypatch):
+    from training import mesh_render
+
+    monkeypatch.setattr(
+        mesh_render, 'render_mesh_in_subprocess', lambda *a, **k: 'the mesh render exited with code -11'
+    )
+    path, _ = snapshot
+    res = cli('geometry', '--network', path, '--outdir', tmp_path, '--resolution', 16)
+    assert res.exit_code == 0 and 'no PNG render: the mesh render exited with code -11' in res.output, (
+        res.output
+    )
+    assert (tmp_path / 'geometry-seed0000.ply').is_file() and not (
+        tmp_path / 'geometry-seed0000.png'
+    ).exists()

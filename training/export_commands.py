@@ -154,58 +154,44 @@ def depth(G, cfg, seeds, outdir, camera='front', resolution=None, device='cpu'):
 
 
 def mesh(
-    G,
-    cfg,
-    seeds,
-    outdir,
-    resolution=256,
-    threshold=None,
-    fmt='ply',
-    crop=None,
-    method=None,
-    render=True,
-    render_resolution=512,
-    chunk_size=1 << 18,
-    device='cpu',
-):
+    G, cfg, seeds, outdir, resolution=256, threshold=None, fmt='ply', crop=None, method=None, render=True,
+    render_resolution=512, chunk_size=1 << 18, device='cpu',
+):  # fmt: skip
     """Marching-cubes mesh per seed with vertex colours, its stats (.json) and a PNG render."""
     bounds = crop or geometry.cube_bounds(G.scene_bounds)
-    paths, notes = [], []
+    method = method or geometry.DEFAULT_MC_METHOD
+    paths = []
     for seed in seeds:
         ws = eg.seeds_to_ws(G, [seed], cfg.trunc, cfg.trunc_cutoff, device)
         density_fn, color_fn = eg.geometry_fns(G, eg.synthesize(G, ws))
         result, info = geometry.extract_mesh(
-            density_fn, bounds, resolution, threshold, color_fn, method or geometry.DEFAULT_MC_METHOD,
-            chunk_size, device, progress=True,
-        )  # fmt: skip
-        mesh_path = os.path.join(outdir, eu.out_name('geometry', seed, ext=fmt))
-        geometry.write_mesh(mesh_path, result)
-        info.update(
-            seed=seed,
-            resolution=resolution,
-            bounds=[list(b) for b in bounds],
-            method=method or geometry.DEFAULT_MC_METHOD,
+            density_fn, bounds, resolution, threshold, color_fn, method, chunk_size, device, progress=True
         )
+        stem = os.path.join(outdir, eu.out_name('geometry', seed, ext=fmt)).rsplit('.', 1)[0]
+        geometry.write_mesh(f'{stem}.{fmt}', result)
         timings = {
             k: info.pop(k) for k in ('density_s', 'marching_cubes_s', 'colors_s')
-        }  # keep files deterministic
-        with open(mesh_path.rsplit('.', 1)[0] + '.json', 'w') as f:
+        }  # files stay deterministic
+        info.update(seed=seed, resolution=resolution, bounds=[list(b) for b in bounds], method=method)
+        with open(f'{stem}.json', 'w') as f:
             json.dump(info, f, indent=2)
-        paths += [mesh_path, mesh_path.rsplit('.', 1)[0] + '.json']
-        notes.append(
+        paths += [f'{stem}.{fmt}', f'{stem}.json']
+        tqdm.tqdm.write(
             f'seed {seed}: {info["num_vertices"]} vertices, {info["num_faces"]} faces at threshold '
             f'{info["threshold"]:.4g} (density median {info["median"]:.3g}, max {info["max"]:.3g}); '
             f'{timings["density_s"]:.1f} s density, {timings["marching_cubes_s"]:.1f} s marching cubes'
         )
         if render:
-            from training.mesh_render import render_mesh_in_subprocess
+            paths += _render_png(f'{stem}.{fmt}', f'{stem}.png', render_resolution)
+    return paths
 
-            png = os.path.join(outdir, eu.out_name('geometry', seed, ext='png'))
-            error = render_mesh_in_subprocess(mesh_path, png, resolution=render_resolution)
-            paths += [png] if error is None else []
-            notes += (
-                []
-                if error is None
-                else [f'seed {seed}: mesh written, but no PNG: {error} (or use --no-render)']
-            )
-    return paths, notes
+
+def _render_png(mesh_path: str, png_path: str, resolution: int) -> list[str]:
+    """The mesh's PNG (rendered in a child process); a failed render is reported, never fatal."""
+    from training.mesh_render import render_mesh_in_subprocess
+
+    error = render_mesh_in_subprocess(mesh_path, png_path, resolution=resolution)
+    if error is not None:
+        tqdm.tqdm.write(f'{mesh_path} written, but no PNG render: {error} (skip it with --no-render)')
+        return []
+    return [png_path]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from torch_utils import misc
 from training import cameras as cams
 from training.export_utils import z_from_seed
 
@@ -156,6 +157,7 @@ def seeds_to_ws(
 
 def synthesize(G, ws: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
     """Tri-planes for each latent, with constant noise. [N, 3, C, Rp, Rp]"""
+    misc.assert_shape(ws, [None, G.num_ws, G.w_dim])
     num_ws = getattr(G.synthesis, 'num_ws', ws.shape[1])  # the rest of ws (if any) drives the background
     with torch.no_grad():
         return torch.cat([G.synthesis(w[:, :num_ws], noise_mode='const') for w in ws.split(batch_size)])
@@ -168,6 +170,7 @@ def render(
 
     kwargs go to G.render (e.g. num_samples_multiplier); foreground_only is passed only when set.
     """
+    misc.assert_shape(planes, [camera.batch_size, 3, None, None, None])
     kwargs = dict(kwargs, foreground_only=True) if foreground_only else kwargs
     outputs = []
     with torch.no_grad():
@@ -188,6 +191,7 @@ def background_value(G) -> float | None:
 
 def geometry_fns(G, planes: torch.Tensor, chunk_size: int = 1 << 16):
     """(density_fn, color_fn) of one latent's tri-planes [1, ...] for training/geometry.py."""
+    misc.assert_shape(planes, [1, 3, None, None, None])
 
     def density_fn(points):
         return G.query_points(planes, points, chunk_size=chunk_size)[1]
