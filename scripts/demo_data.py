@@ -68,6 +68,7 @@ def build_demo(dest: str, resolution=64, views=48, num_colours=4, seed=0, force=
             log(f'demo dataset already in {dest} ({meta["num_images"]} images); --force rebuilds it')
             return meta
     import render_multiview as rm  # heavy (torch, VTK): only when there is work to do
+    import tqdm
 
     start = time.time()
     os.makedirs(os.path.join(dest, 'meshes'), exist_ok=True)
@@ -76,7 +77,11 @@ def build_demo(dest: str, resolution=64, views=48, num_colours=4, seed=0, force=
     tmp = os.path.join(dest, f'.dataset.zip.tmp{os.getpid()}')
     try:
         with zipfile.ZipFile(tmp, 'w', compression=zipfile.ZIP_STORED) as zf:
-            for s, (name, raw) in enumerate(demo_shapes().items()):
+            shapes = demo_shapes()
+            progress = tqdm.tqdm(
+                total=len(shapes) * num_colours, desc='demo', unit='object', disable=None, leave=False
+            )
+            for s, (name, raw) in enumerate(shapes.items()):
                 mesh = rm.normalize_mesh(raw.extract_surface(algorithm='dataset_surface').triangulate())
                 mesh.save(os.path.join(dest, 'meshes', f'{name}.ply'))
                 for c in range(num_colours):
@@ -91,6 +96,8 @@ def build_demo(dest: str, resolution=64, views=48, num_colours=4, seed=0, force=
                     objects.append(
                         dict(name=obj, mesh=f'meshes/{name}.ply', colours=PALETTE[c % len(PALETTE)])
                     )
+                    progress.update()
+            progress.close()
             zf.writestr('dataset.json', rm.dataset_json(entries))
         os.replace(tmp, os.path.join(dest, 'dataset.zip'))  # atomic: no half-written archive
     finally:
