@@ -179,6 +179,12 @@ def _bad(fn, *words):
 def test_every_bad_input_gives_one_clear_line(tmp_path):
     os.makedirs(tmp_path / 'empty')
     _bad(lambda: ImageFolderDataset(tmp_path / 'empty'), 'no images')
+    (tmp_path / 'empty' / 'dataset.zip').write_bytes(b'')
+    _bad(
+        lambda: ImageFolderDataset(tmp_path / 'empty'),
+        'no images',
+        'pass ' + str(tmp_path / 'empty' / 'dataset.zip'),
+    )
     _bad(lambda: ImageFolderDataset(tmp_path / 'nowhere'), 'no such file')
     (tmp_path / 'notzip.zip').write_bytes(b'hello')
     _bad(lambda: ImageFolderDataset(tmp_path / 'notzip.zip'), 'not a zip')
