@@ -27,7 +27,7 @@ def nonflatness(opts, num_items: int = 1024, num_bins: int = 64, opacity_thresho
     scene_bounds = float(opts.G.scene_bounds)
     entropies = []
     with mu.progress_bar(opts, num_items, 'nonflat') as bar:
-        for out, camera, count in mu.render_fakes(
+        for out, camera, count, _items in mu.render_fakes(
             opts, num_items, opts.batch_size, _render_resolution(opts), foreground_only=True
         ):
             mask = out.opacity > opacity_threshold
@@ -65,7 +65,7 @@ def multiview_consistency(
     )
     errors, coverages = [], []
     with mu.progress_bar(opts, num_items, 'mvc') as bar:
-        for (out_a, cam_a, count), (out_b, cam_b, _) in zip(views_a, views_b):
+        for (out_a, cam_a, count, _), (out_b, cam_b, _, _) in zip(views_a, views_b):
             view_a = dict(out_a, camera=cam_a)
             view_b = dict(out_b, camera=cam_b)
             err, cov = gm.reprojection_error(view_a, view_b, depth_kind, opacity_threshold)
