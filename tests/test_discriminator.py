@@ -168,3 +168,17 @@ def test_mixed_precision_on_cuda_matches_fp32():
     out32 = D(img, params)
     assert out16.dtype == torch.float32 and torch.isfinite(out16).all()
     assert torch.allclose(out16, out32, atol=2e-2, rtol=2e-2)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    from torch_utils import checkpoint
+
+    torch.manual_seed(6)
+    D = disc.PatchDiscriminator(**TINY, camera_cond=True, patch_cond=True).eval()
+    path = str(tmp_path / 'd.pt')
+    checkpoint.save(
+        path, dict(format_version=checkpoint.FORMAT_VERSION, modules={'D': checkpoint.module_state(D)})
+    )
+    D2 = checkpoint.build_module(checkpoint.load(path)['modules']['D']).eval()
+    img, params, angles = _inputs()
+    assert torch.equal(D(img, params, angles), D2(img, params, angles))

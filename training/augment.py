@@ -185,6 +185,7 @@ class AugmentPipe(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Augment images [N, C, H, W] (float, in [-1, 1]); p = 0 returns them unchanged."""
+        misc.assert_shape(images, [None, None, None, None])
         N, C, H, W = images.shape
         if float(self.p) <= 0:
             return images
