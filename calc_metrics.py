@@ -1,13 +1,191 @@
-"""Compute image and 3D metrics for a snapshot or a run directory."""
+"""Compute image and 3D metrics for a snapshot or a run directory.
+
+Examples:
+  python calc_metrics.py --run runs/00003-demo --metrics fid2k_full,swd,mvc
+  python calc_metrics.py --network runs/00003-demo/network-snapshot-000200.pt --metrics fid50k_full --gpus 8
+  python calc_metrics.py --network snap.pt --data ~/datasets/ffhq256.zip --mirror 1 --feature-net ~/inception.pth
+"""
+
+import json
+import os
 
 import click
 
+import dnnlib
+from metrics import metric_main
+from torch_utils import checkpoint, distributed
+from training import run_dir as run_dirs
+
+DATASET_CLASS = 'training.dataset.ImageFolderDataset'
+
+
+def find_training_options(run_dir: str | None, snapshot: str) -> dict | None:
+    """The run's training options: training_options.json beside the snapshot, else the snapshot's copy."""
+    if run_dir and os.path.isfile(os.path.join(run_dir, 'training_options.json')):
+        return run_dirs.read_options(run_dir)
+    return checkpoint.load(snapshot).get('training_options')
+
+
+def resolve_snapshots(network: str | None, run: str | None, which: str) -> tuple[list[str], str | None]:
+    """(snapshot paths, the run dir results are written to) from --network or --run."""
+    if (network is None) == (run is None):
+        raise click.ClickException('give exactly one of --network <snapshot.pt> or --run <run dir>')
+    if network is not None:
+        if not os.path.isfile(network):
+            raise click.ClickException(f'--network {network}: no such file')
+        return [network], os.path.dirname(os.path.abspath(network))
+    snapshots = run_dirs.list_snapshots(run)
+    if not snapshots:
+        raise click.ClickException(f'--run {run}: no network-snapshot-*.pt in that directory')
+    return (snapshots if which == 'all' else snapshots[-1:]), run
+
+
+def resolve_dataset_kwargs(data, mirror, options: dict | None) -> dict:
+    """--data/--mirror, falling back on the run's training data."""
+    base = dict((options or {}).get('dataset_kwargs') or {})
+    if data is None and not base:
+        raise click.ClickException(
+            'no real data: the run has no training_options.json with dataset_kwargs; pass --data <dataset path>'
+        )
+    if data is not None:
+        if not os.path.exists(data):
+            raise click.ClickException(f'--data {data}: no such file or directory')
+        base = dict(
+            class_name=DATASET_CLASS, path=os.path.abspath(data), background=base.get('background', 'white')
+        )
+    if mirror is not None:
+        base['mirror'] = bool(mirror)
+    return base
+
+
+def evaluate(snapshots, metrics, run_dir, common: dict, verbose: bool) -> list[dict]:
+    """Every metric of every snapshot on this rank; rank 0 reports. Runs inside each rank."""
+    info = distributed.get_info()
+    rows = []
+    for snapshot in snapshots:
+        G = checkpoint.load_network(snapshot, 'G_ema', device=info.device)
+        for metric in metrics:
+            result = metric_main.calc_metric(
+                metric, G=G, num_gpus=info.world_size, rank=info.rank, device=info.device,
+                progress=verbose, **common,
+            )  # fmt: skip
+            if info.rank == 0:
+                metric_main.report_metric(result, run_dir, snapshot)
+                rows.append(dict(result, snapshot=os.path.basename(snapshot)))
+    return rows
+
+
+def _evaluate_and_save(snapshots, metrics, run_dir, common, verbose, out_json):
+    rows = evaluate(snapshots, metrics, run_dir, common, verbose)
+    if distributed.is_main() and out_json:
+        with open(out_json, 'w') as f:
+            json.dump(rows, f)
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f'{"snapshot":<32} {"metric":<16} {"result":<28} {"value":>12} {"time":>9}')
+    for row in rows:
+        for key, value in row['results'].items():
+            print(
+                f'{row["snapshot"]:<32} {row["metric"]:<16} {key:<28} {value:>12.6g} {row["total_time_str"]:>9}'
+            )
+
 
 @click.command()
-@click.option('--network', help='Snapshot to evaluate.', metavar='PATH')
-def main(network):
-    """Evaluate FID/KID/PR and 3D metrics of a PGRF snapshot."""
-    raise click.ClickException('metrics are not available yet in this version of PGRF')
+@click.option('--network', help='Snapshot to evaluate (network-snapshot-*.pt).', metavar='PATH')
+@click.option('--run', 'run', help='Run directory: evaluate its snapshots (see --snapshots).', metavar='DIR')
+@click.option(
+    '--snapshots',
+    type=click.Choice(['latest', 'all']),
+    default='latest',
+    show_default=True,
+    help='With --run: which snapshots.',
+)
+@click.option(
+    '--metrics',
+    default='fid50k_full',
+    show_default=True,
+    help='Comma-separated metric names (see --list).',
+    metavar='LIST',
+)
+@click.option(
+    '--data', help="Real dataset (folder or zip); default: the run's training data.", metavar='PATH'
+)
+@click.option(
+    '--mirror', type=bool, help='Mirror the real dataset (x-flip, mirrored cameras); default: as in training.'
+)
+@click.option(
+    '--gpus',
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help='Number of processes (one per GPU).',
+)
+@click.option(
+    '--feature-net',
+    help='FID Inception weights: state_dict path or URL (default: $PGRF_FEATURE_NET, else the download URL).',
+    metavar='PATH',
+)
+@click.option(
+    '--cameras',
+    'camera_source',
+    type=click.Choice(['dataset', 'prior']),
+    default='dataset',
+    show_default=True,
+    help="Cameras of fake images: the dataset's poses or the training camera prior.",
+)
+@click.option(
+    '--batch',
+    'batch_size',
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help='Feature-network batch per GPU.',
+)
+@click.option(
+    '--batch-gen',
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help='Images G renders at once per GPU (memory bound).',
+)
+@click.option('--seed', type=int, default=0, show_default=True, help='Seed of fake latents and cameras.')
+@click.option('--cache/--no-cache', default=True, show_default=True, help='Cache real-data statistics.')
+@click.option('--verbose/--quiet', default=True, show_default=True, help='Progress bars.')
+@click.option('--list', 'list_metrics', is_flag=True, help='List the valid metric names and exit.')
+def main(network, run, snapshots, metrics, data, mirror, gpus, feature_net, camera_source, batch_size, batch_gen,
+         seed, cache, verbose, list_metrics):  # fmt: skip
+    """Evaluate FID/KID/PR/SWD and 3D metrics of PGRF snapshots; append results to <run>/metric-<name>.jsonl."""
+    if list_metrics:
+        click.echo('\n'.join(metric_main.list_valid_metrics()))
+        return
+    metrics = [m.strip() for m in metrics.split(',') if m.strip()]
+    invalid = [m for m in metrics if not metric_main.is_valid_metric(m)]
+    if invalid or not metrics:
+        raise click.ClickException(
+            f'--metrics: unknown {invalid}; valid: {", ".join(metric_main.list_valid_metrics())}'
+        )
+    paths, run_dir = resolve_snapshots(network, run, snapshots)
+    options = find_training_options(run_dir, paths[-1])
+    common = dict(
+        dataset_kwargs=resolve_dataset_kwargs(data, mirror, options), feature_net=feature_net, cache=cache,
+        camera_source=camera_source, batch_size=batch_size, batch_gen=batch_gen, seed=seed,
+    )  # fmt: skip
+    if camera_source == 'prior':
+        if not (options or {}).get('camera_prior_kwargs'):
+            raise click.ClickException(
+                '--cameras prior: the run has no camera_prior_kwargs in its training options'
+            )
+        common['camera_prior_kwargs'] = options['camera_prior_kwargs']
+    out_json = os.path.join(run_dir or '.', f'.calc_metrics-{os.getpid()}.json')
+    try:
+        distributed.spawn(_evaluate_and_save, gpus, paths, metrics, run_dir, common, verbose, out_json)
+        with open(out_json) as f:
+            rows = json.load(f)
+    finally:
+        if os.path.exists(out_json):
+            os.remove(out_json)
+    print_table([dnnlib.EasyDict(r) for r in rows])
 
 
 if __name__ == '__main__':

@@ -13,7 +13,7 @@ def _pairwise_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.cdist(a.double(), b.double())
 
 
-def knn_radii(features: torch.Tensor, k: int = 3, batch_size: int = 4096) -> torch.Tensor:
+def knn_radii(features: torch.Tensor, k: int = 3, batch_size: int = 1024) -> torch.Tensor:
     """Distance of each point to its k-th nearest other point. features [N, D] -> [N]"""
     N = features.shape[0]
     if N <= k:
@@ -26,7 +26,7 @@ def knn_radii(features: torch.Tensor, k: int = 3, batch_size: int = 4096) -> tor
 
 
 def fraction_in_manifold(
-    manifold: torch.Tensor, radii: torch.Tensor, probes: torch.Tensor, batch_size: int = 4096
+    manifold: torch.Tensor, radii: torch.Tensor, probes: torch.Tensor, batch_size: int = 1024
 ) -> float:
     """Fraction of `probes` [P, D] within radii[i] of some manifold[i] ([N, D], [N])."""
     inside = []
@@ -37,10 +37,11 @@ def fraction_in_manifold(
 
 
 def precision_recall(
-    real_features: torch.Tensor, fake_features: torch.Tensor, k: int = 3, batch_size: int = 4096
+    real_features, fake_features, k: int = 3, batch_size: int = 1024, device=None
 ) -> tuple[float, float]:
-    """(precision, recall) of fake features [N, D] against real features [M, D]."""
-    real, fake = torch.as_tensor(real_features), torch.as_tensor(fake_features)
+    """(precision, recall) of fake features [N, D] against real features [M, D] (arrays or tensors)."""
+    real = torch.as_tensor(real_features, device=device)
+    fake = torch.as_tensor(fake_features, device=device)
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(f'need [N, D] features of one width, got {list(real.shape)} and {list(fake.shape)}')
     precision = fraction_in_manifold(real, knn_radii(real, k, batch_size), fake, batch_size)

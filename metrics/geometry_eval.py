@@ -1,0 +1,170 @@
+"""3D metric pipelines over a generator: non-flatness, multi-view consistency, Chamfer to source meshes."""
+
+import json
+import math
+import os
+
+import torch
+
+from metrics import geometry_metrics as gm
+from metrics import metric_utils as mu
+from training.cameras import Camera
+
+
+def _render_resolution(opts) -> int:
+    """The dataset's resolution when real data is given, else G's own."""
+    if opts.dataset_kwargs.get('class_name'):
+        return int(mu.get_dataset(opts).resolution)
+    return int(opts.G.img_resolution)
+
+
+def nonflatness(opts, num_items: int = 1024, num_bins: int = 64, opacity_threshold: float = 0.5) -> dict:
+    """Mean and std over samples of the foreground depth-histogram entropy (nats; log(num_bins) at most).
+
+    The histogram spans the depths that the scene box [-b, b]^3 (b = G.scene_bounds) can have from each
+    camera, so the score does not depend on how the sample itself is framed.
+    """
+    scene_bounds = float(opts.G.scene_bounds)
+    entropies = []
+    with mu.progress_bar(opts, num_items, 'nonflat') as bar:
+        for out, camera, count, _items in mu.render_fakes(
+            opts, num_items, opts.batch_size, _render_resolution(opts), foreground_only=True
+        ):
+            mask = out.opacity > opacity_threshold
+            value_range = gm.scene_depth_range(camera, scene_bounds)
+            entropies.append(
+                mu.gather(gm.depth_histogram_entropy(out.depth, mask, value_range, num_bins), opts)
+            )
+            bar.update(count)
+    e = torch.cat(entropies)[:num_items].double()
+    return dict(nonflat=e.mean().item(), nonflat_std=e.std().item(), nonflat_max=math.log(num_bins))
+
+
+def rotate_about_up(camera: Camera, angle: float) -> Camera:
+    """The camera orbited by `angle` radians about the world +y axis through the origin (a yaw step)."""
+    c, s = math.cos(angle), math.sin(angle)
+    rot = torch.eye(4, dtype=camera.cam2world.dtype, device=camera.cam2world.device)
+    rot[0, 0], rot[0, 2], rot[2, 0], rot[2, 2] = c, s, -s, c  # yaw towards +x, as angles_to_camera
+    return Camera(rot @ camera.cam2world, camera.intrinsics)
+
+
+def multiview_consistency(
+    opts, num_items: int = 256, yaw_step: float = 0.1, depth_kind: str = 'ray', opacity_threshold: float = 0.5
+) -> dict:
+    """Mean masked reprojection error (colour units in [0, 1]) between each sample's render from its camera
+    and from that camera orbited by `yaw_step` radians; also the mean fraction of pixels compared."""
+    resolution = _render_resolution(opts)
+    views_a = mu.render_fakes(opts, num_items, opts.batch_size, resolution, foreground_only=True)
+    views_b = mu.render_fakes(
+        opts,
+        num_items,
+        opts.batch_size,
+        resolution,
+        camera_transform=lambda cam: rotate_about_up(cam, yaw_step),
+        foreground_only=True,
+    )
+    errors, coverages = [], []
+    with mu.progress_bar(opts, num_items, 'mvc') as bar:
+        for (out_a, cam_a, count, _), (out_b, cam_b, _, _) in zip(views_a, views_b):
+            view_a = dict(out_a, camera=cam_a)
+            view_b = dict(out_b, camera=cam_b)
+            err, cov = gm.reprojection_error(view_a, view_b, depth_kind, opacity_threshold)
+            errors.append(mu.gather(err, opts))
+            coverages.append(mu.gather(cov.to(err.dtype), opts))
+            bar.update(count)
+    return dict(
+        mvc=torch.cat(errors)[:num_items].double().mean().item(),
+        mvc_coverage=torch.cat(coverages)[:num_items].double().mean().item(),
+    )
+
+
+# ----------------------------------------------------------------------------
+# Chamfer distance to the source meshes of a dataset rendered from known meshes (the demo dataset).
+
+
+def load_source_objects(dataset) -> list[dict]:
+    """Objects of a mesh-rendered dataset: dict(name, mesh (path), items (indices of its images))."""
+    meta_path = os.path.join(os.path.dirname(os.path.abspath(dataset.path)), 'meta.json')
+    if not os.path.isfile(meta_path):
+        raise ValueError(
+            f'chamfer needs a dataset rendered from known meshes, with {meta_path} listing objects and their '
+            f'meshes (as `scripts/dataset_tool.py demo` writes); {dataset.path} has none'
+        )
+    with open(meta_path) as f:
+        meta = json.load(f)
+    items: dict[str, list[int]] = {}
+    for i in range(dataset.num_raw_images):
+        items.setdefault(dataset.image_name(i).split('/')[0], []).append(i)
+    objects = []
+    for obj in meta['objects']:
+        if obj['name'] in items:
+            mesh = os.path.join(os.path.dirname(meta_path), obj['mesh'])
+            objects.append(dict(name=obj['name'], mesh=mesh, items=items[obj['name']]))
+    if not objects:
+        raise ValueError(f'{meta_path}: none of its objects has images in {dataset.path}')
+    return objects
+
+
+def closest_sample(opts, dataset, items: list[int], latents: torch.Tensor, views: int) -> int:
+    """Index of the latent whose renders best match (pixel MSE) the object's first `views` images."""
+    idx = items[:views]
+    real = torch.stack([torch.as_tensor(dataset[i][0]) for i in idx]).to(opts.device).float() / 127.5 - 1
+    camera = dataset.cameras().select(torch.as_tensor(idx)).to(opts.device)
+    errors = []
+    for z in latents:
+        with torch.no_grad():
+            fake = opts.G(
+                z[None].expand(len(idx), -1),
+                camera,
+                resolution=dataset.resolution,
+                noise_mode='const',
+                **opts.G_kwargs,
+            ).image
+        errors.append((fake - real).square().mean().item())
+    return int(torch.tensor(errors).argmin())
+
+
+def extract_sample_mesh(opts, z: torch.Tensor, grid_resolution: int):
+    """Marching-cubes mesh (vertices, faces) of G's density for latent z (the export's extraction)."""
+    from training import geometry
+
+    with torch.no_grad():
+        ws = opts.G.mapping(z[None], **{k: v for k, v in opts.G_kwargs.items() if k.startswith('truncation')})
+    mesh, _info = geometry.extract_mesh(
+        lambda points: opts.G.density(ws, points),
+        geometry.cube_bounds(opts.G.scene_bounds),
+        resolution=grid_resolution,
+        device=opts.device,
+    )
+    return torch.from_numpy(mesh.vertices), torch.from_numpy(mesh.faces)
+
+
+def load_mesh(path: str):
+    import trimesh
+
+    mesh = trimesh.load(path, force='mesh', process=False)
+    return torch.as_tensor(mesh.vertices, dtype=torch.float64), torch.as_tensor(mesh.faces, dtype=torch.int64)
+
+
+def chamfer_to_source_meshes(
+    opts, num_candidates: int = 32, views: int = 4, grid_resolution: int = 128, num_points: int = 30_000
+) -> dict:
+    """For each source object: pick the closest of `num_candidates` samples (pixel MSE over `views` views),
+    extract its mesh, and measure the Chamfer distance to the source mesh after normalizing both to a unit
+    box. Objects are split across ranks; the mean over objects is reported."""
+    dataset = mu.get_dataset(opts)
+    objects = load_source_objects(dataset)
+    latents = mu.fake_latents(opts, list(range(num_candidates)), opts.G.z_dim)
+    values = []
+    with mu.progress_bar(opts, len(objects), 'chamfer') as bar:
+        for i in mu.rank_items(len(objects), opts):
+            obj = objects[i]
+            best = closest_sample(opts, dataset, obj['items'], latents, views)
+            sample_mesh = extract_sample_mesh(opts, latents[best], grid_resolution)
+            values.append(
+                gm.mesh_chamfer_distance(sample_mesh, load_mesh(obj['mesh']), num_points, seed=opts.seed)
+            )
+            bar.update(opts.num_gpus)
+    gathered = mu.gather(torch.tensor(values, dtype=torch.float64, device=opts.device), opts)
+    values = gathered[: len(objects)].double()
+    return dict(chamfer=values.mean().item(), chamfer_std=values.std().item() if len(values) > 1 else 0.0)
