@@ -18,6 +18,18 @@ def _render_resolution(opts) -> int:
     return int(opts.G.img_resolution)
 
 
+def foreground_opacity(out, camera: Camera, scene_bounds: float, margin: float = 0.01) -> torch.Tensor:
+    """Opacity with pixels at the far end of the scene's depth range zeroed. [N, 1, r, r]
+
+    Without a background model the generator's last ray interval reaches infinity, so every pixel is
+    opaque and background pixels sit at the far bound; no point of the scene box can be that deep (except
+    its far corner), so the last `margin` of the range [radius - b sqrt 3, radius + b sqrt 3] is background.
+    """
+    value_range = gm.scene_depth_range(camera, scene_bounds)  # [N, 2]
+    far = value_range[:, 1] - margin * (value_range[:, 1] - value_range[:, 0])
+    return out.opacity * (out.depth < far[:, None, None, None]).to(out.opacity.dtype)
+
+
 def nonflatness(opts, num_items: int = 1024, num_bins: int = 64, opacity_threshold: float = 0.5) -> dict:
     """Mean and std over samples of the foreground depth-histogram entropy (nats; log(num_bins) at most).
 
@@ -30,7 +42,7 @@ def nonflatness(opts, num_items: int = 1024, num_bins: int = 64, opacity_thresho
         for out, camera, count, _items in mu.render_fakes(
             opts, num_items, opts.batch_size, _render_resolution(opts), foreground_only=True
         ):
-            mask = out.opacity > opacity_threshold
+            mask = foreground_opacity(out, camera, scene_bounds) > opacity_threshold
             value_range = gm.scene_depth_range(camera, scene_bounds)
             entropies.append(
                 mu.gather(gm.depth_histogram_entropy(out.depth, mask, value_range, num_bins), opts)
@@ -53,7 +65,7 @@ def multiview_consistency(
 ) -> dict:
     """Mean masked reprojection error (colour units in [0, 1]) between each sample's render from its camera
     and from that camera orbited by `yaw_step` radians; also the mean fraction of pixels compared."""
-    resolution = _render_resolution(opts)
+    resolution, scene_bounds = _render_resolution(opts), float(opts.G.scene_bounds)
     views_a = mu.render_fakes(opts, num_items, opts.batch_size, resolution, foreground_only=True)
     views_b = mu.render_fakes(
         opts,
@@ -66,8 +78,8 @@ def multiview_consistency(
     errors, coverages = [], []
     with mu.progress_bar(opts, num_items, 'mvc') as bar:
         for (out_a, cam_a, count, _), (out_b, cam_b, _, _) in zip(views_a, views_b):
-            view_a = dict(out_a, camera=cam_a)
-            view_b = dict(out_b, camera=cam_b)
+            view_a = dict(out_a, camera=cam_a, opacity=foreground_opacity(out_a, cam_a, scene_bounds))
+            view_b = dict(out_b, camera=cam_b, opacity=foreground_opacity(out_b, cam_b, scene_bounds))
             err, cov = gm.reprojection_error(view_a, view_b, depth_kind, opacity_threshold)
             errors.append(mu.gather(err, opts))
             coverages.append(mu.gather(cov.to(err.dtype), opts))
