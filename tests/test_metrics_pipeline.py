@@ -241,3 +241,21 @@ def test_two_ranks_give_the_single_process_numbers(tmp_path):
         ranked = json.loads((tmp_path / f'rank{rank}.json').read_text())
         for m, values in single.items():
             assert ranked[m] == pytest.approx(values, rel=1e-5), (rank, m)
+
+
+def test_fake_cameras_from_dataset_poses_or_prior(tmp_path):
+    opts = mu.MetricOptions(**_kwargs(tmp_path))
+    cams = mu.fake_cameras(opts, 50)
+    dataset_positions = mu.get_dataset(opts).cameras().cam2world[:, :3, 3]
+    assert (
+        torch.cdist(cams.cam2world[:, :3, 3].double(), dataset_positions.double()).min(dim=1).values < 1e-6
+    ).all()
+    prior = dict(
+        class_name='training.cameras.make_camera_prior', kind='normal', radius=3.0, fov=20.0, yaw_std=0.1
+    )
+    opts = mu.MetricOptions(**_kwargs(tmp_path), camera_source='prior', camera_prior_kwargs=prior)
+    cams = mu.fake_cameras(opts, 50)
+    assert torch.allclose(cams.cam2world[:, :3, 3].norm(dim=-1), torch.full((50,), 3.0), atol=1e-5)
+    assert torch.equal(mu.fake_cameras(opts, 50).cam2world, cams.cam2world)  # seeded
+    with pytest.raises(ValueError, match='camera_prior_kwargs'):
+        mu.MetricOptions(**_kwargs(tmp_path), camera_source='prior')
