@@ -56,16 +56,19 @@ def run(command, network, seeds, outdir, trunc, trunc_cutoff, dataset_preset, ra
     """Load, resolve cameras, run one export command; every user mistake ends as one click error line."""
     try:
         G, options = export_gen.load_snapshot(network, device)
-        cameras = export_gen.camera_settings(options, dataset_preset, radius, fov)
-        cfg = dnnlib.EasyDict(trunc=trunc, trunc_cutoff=trunc_cutoff, cameras=cameras)
+        cameras = None  # meshes need no camera
+        if command is not export_commands.mesh:
+            cameras = export_gen.camera_settings(options, dataset_preset, radius, fov)
+        mult = kwargs.pop('samples_mult', 1)
+        render_kwargs = dict(num_samples_multiplier=mult) if mult != 1 else {}
+        cfg = dnnlib.EasyDict(
+            trunc=trunc, trunc_cutoff=trunc_cutoff, cameras=cameras, render_kwargs=render_kwargs
+        )
         os.makedirs(outdir, exist_ok=True)
         result = command(G, cfg, seeds, outdir, device=device, **kwargs)
     except (export_gen.ExportError, geometry.EmptyIsosurfaceError) as err:
         raise click.ClickException(str(err)) from None
-    paths, notes = result if isinstance(result, tuple) else (result, [])
-    for note in notes:
-        click.echo(note)
-    click.echo(f'wrote {len(paths)} files to {outdir}')
+    click.echo(f'wrote {len(result)} files to {outdir}')
 
 
 camera_option = click.option(
@@ -81,6 +84,13 @@ resolution_option = click.option(
     default=None,
     help='Image size (default: training resolution).',
 )
+samples_option = click.option(
+    '--samples-mult',
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help='Multiply the samples per ray (smoother renders, proportionally slower).',
+)
 trajectory_choice = click.Choice(sorted(export_gen.cams.TRAJECTORIES))
 
 
@@ -93,6 +103,7 @@ def main():
 @common_options
 @camera_option
 @resolution_option
+@samples_option
 @click.option('--foreground-only', is_flag=True, help='No background model; PNGs get the opacity as alpha.')
 @click.option('--grid/--no-grid', default=True, show_default=True, help='Also write a grid of all images.')
 def images(**kw):
@@ -106,6 +117,7 @@ def images(**kw):
 @click.option('--frames', type=click.IntRange(min=1), default=120, show_default=True)
 @click.option('--fps', type=click.IntRange(min=1), default=30, show_default=True)
 @resolution_option
+@samples_option
 @click.option('--grid-cols', type=click.IntRange(min=1), default=None, help='Columns of the seed grid.')
 def video(**kw):
     """An mp4 along a camera trajectory: one seed, or a grid of seeds."""
@@ -121,6 +133,7 @@ def video(**kw):
 )
 @click.option('--loop', is_flag=True, help='Return to the first seed at the end.')
 @resolution_option
+@samples_option
 def interp(**kw):
     """An mp4 interpolating linearly in w between consecutive seeds."""
     if len(kw['seeds']) < 2:
@@ -134,6 +147,7 @@ def interp(**kw):
 @common_options
 @camera_option
 @resolution_option
+@samples_option
 def depth(**kw):
     """Depth and opacity maps of the foreground: colourised PNGs and raw .npy."""
     run(export_commands.depth, **kw)

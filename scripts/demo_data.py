@@ -17,7 +17,6 @@ import zipfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import render_multiview as rm  # noqa: E402
 
 DEMO_VERSION = 1
 # Colour schemes: (colour at the bottom, colour at the top, number of stripes along the height).
@@ -68,6 +67,8 @@ def build_demo(dest: str, resolution=64, views=48, num_colours=4, seed=0, force=
         if meta.get('options') == options:
             log(f'demo dataset already in {dest} ({meta["num_images"]} images); --force rebuilds it')
             return meta
+    import render_multiview as rm  # heavy (torch, VTK): only when there is work to do
+
     start = time.time()
     os.makedirs(os.path.join(dest, 'meshes'), exist_ok=True)
     renderer = rm.MeshRenderer(resolution, supersample=2)

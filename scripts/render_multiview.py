@@ -57,15 +57,17 @@ def load_mesh(path: str):
 
 
 def normalize_mesh(mesh):
-    """Centre the bounding box at the origin and scale uniformly so it fits [-1, 1]^3 (largest side = 2)."""
+    """A triangulated PolyData `mesh` -> its geometry with the bounding box centred at the origin and scaled
+    uniformly to fit [-1, 1]^3 (largest side = 2)."""
     points = np.asarray(mesh.points, dtype=np.float64)
     lo, hi = points.min(0), points.max(0)
     half = (hi - lo).max() / 2
     if not half > 0:
         raise RenderError('the mesh is a single point; nothing to render')
-    out = mesh.copy()
-    out.points = ((points - (lo + hi) / 2) / half).astype(np.float32)
-    return out
+    import pyvista as pv
+
+    # Geometry only (point arrays such as float64 texture coordinates break the PLY writer).
+    return pv.PolyData(((points - (lo + hi) / 2) / half).astype(np.float32), mesh.faces)
 
 
 def sphere_cameras(num_views: int, radius=MEGASCANS_RADIUS, fov=MEGASCANS_FOV, seed=0) -> cameras.Camera:

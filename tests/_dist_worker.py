@@ -13,7 +13,13 @@ import torch
 if __name__ == '__main__':  # Run as a script by torchrun: make the repository importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from torch_utils import distributed, misc, training_stats  # noqa: E402
+from torch_utils import checkpoint, distributed, misc, training_stats  # noqa: E402
+
+
+class TinyLinear(torch.nn.Linear):
+    @misc.record_init_kwargs
+    def __init__(self, in_features=2, out_features=2):
+        super().__init__(in_features, out_features)
 
 
 def _close(a, b):
@@ -48,7 +54,6 @@ def check_collector(out_dir):
     assert collector.num('Loss/a') == 2 and _close(collector.mean('Loss/a'), 0.5)
     assert collector.mean('Only/rank1') == 7.0  # keep_previous: no report this tick, last value kept
     assert only_loss.names() == ['Loss/a']
-    check_consistency()
     assert distributed.broadcast_object(dict(seed=rank + 5)) == dict(seed=5)
     with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
         json.dump(dict(stats=stats, tick2=collector.as_dict()), f)
@@ -75,6 +80,28 @@ def check_consistency():
     distributed.barrier()
 
 
+def check_rng_snapshot():
+    """A snapshot holds every rank's RNG state; restoring it gives each rank its own stream back."""
+    rank = distributed.get_rank()
+    misc.set_seed(1000 + rank)
+    net = TinyLinear()
+    data = checkpoint.snapshot(dict(G=net), cur_nimg=8)
+    assert len(data['rng_states']) == 2
+    expected = torch.rand(4)
+    misc.set_seed(0)  # scramble
+    checkpoint.restore(data, dict(G=net))
+    assert torch.equal(torch.rand(4), expected)
+    others = [None, None]
+    torch.distributed.all_gather_object(others, expected)
+    assert not torch.equal(others[0], others[1])  # the ranks' streams differ
+
+
+def two_rank_checks(out_dir):
+    check_collector(out_dir)
+    check_consistency()
+    check_rng_snapshot()
+
+
 def fail_on_rank1():
     """Rank 1 raises while rank 0 waits in a barrier that would never complete."""
     if distributed.get_rank() == 1:
@@ -84,7 +111,7 @@ def fail_on_rank1():
 
 def _main(out_dir):
     info = distributed.init(device='cpu')
-    check_collector(out_dir)
+    two_rank_checks(out_dir)
     distributed.print0(f'torchrun ok world_size={info.world_size}')
     distributed.shutdown()
 

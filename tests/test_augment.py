@@ -112,14 +112,14 @@ def test_ada_p_rises_when_overfitting_and_falls_otherwise():
     ada = augment.AdaController(target=0.6, interval=4, speed_kimg=500, batch_size=64)
     step = 64 * 4 / 500_000
     for _ in range(4):
-        ada.accumulate(torch.ones(64, 1))  # r_t = 1 > 0.6: D is overfitting
+        pipe.accumulate_real_signs(torch.ones(64, 1))  # r_t = 1 > 0.6: D is overfitting
         ada.step(pipe)
     assert float(pipe.p) == pytest.approx(0.5 + step)
     for _ in range(4):
-        ada.accumulate(torch.tensor([1.0, -1.0, -1.0, 1.0]).repeat(16)[:, None])  # r_t = 0 < 0.6
+        pipe.accumulate_real_signs(torch.tensor([1.0, -1.0, -1.0, 1.0]).repeat(16)[:, None])  # r_t = 0 < 0.6
         ada.step(pipe)
     assert float(pipe.p) == pytest.approx(0.5)
-    assert ada.last_rt == pytest.approx(0.0)
+    assert ada.last_rt == pytest.approx(0.0) and pipe.real_signs.tolist() == [0.0, 0.0]
 
 
 def test_ada_adjusts_every_interval_and_reaches_one_in_speed_kimg():
@@ -127,20 +127,42 @@ def test_ada_adjusts_every_interval_and_reaches_one_in_speed_kimg():
     ada = augment.AdaController(target=0.6, interval=4, speed_kimg=1, batch_size=50)  # 0 -> 1 in 1000 images
     ps = []
     for _ in range(20):
-        ada.accumulate(torch.ones(50))
+        pipe.accumulate_real_signs(torch.ones(50))
         ps.append(ada.step(pipe))
     assert ps[:3] == [0.0, 0.0, 0.0] and ps[3] == pytest.approx(0.2)
     assert ps[19] == pytest.approx(1.0)
     for _ in range(8):
-        ada.accumulate(-torch.ones(50))
+        pipe.accumulate_real_signs(-torch.ones(50))
         ada.step(pipe)
     assert float(pipe.p) == pytest.approx(0.6)
-    state = ada.state_dict()
-    other = augment.AdaController(target=0.6, interval=4, speed_kimg=1, batch_size=50)
-    other.load_state_dict(state)
-    assert other.state_dict() == state and all(
-        isinstance(v, (int, float, type(None))) for v in state.values()
+
+
+def test_ada_state_resumes_exactly():
+    # The signs since the last adjustment live in the pipe's buffers; the step count in the controller.
+    pipe = augment.AugmentPipe(init_p=0.3)
+    ada = augment.AdaController(interval=4, speed_kimg=1, batch_size=10)
+    for _ in range(2):
+        pipe.accumulate_real_signs(torch.ones(10))
+        ada.step(pipe)
+    state, pipe_state = ada.state_dict(), {k: v.clone() for k, v in pipe.state_dict().items()}
+    assert all(isinstance(v, (int, float, type(None))) for v in state.values())
+    pipe2, ada2 = (
+        augment.AugmentPipe(**pipe.init_kwargs),
+        augment.AdaController(interval=4, speed_kimg=1, batch_size=10),
     )
+    pipe2.load_state_dict(pipe_state)
+    ada2.load_state_dict(state)
+    for p, a in [(pipe, ada), (pipe2, ada2)]:
+        for _ in range(2):
+            p.accumulate_real_signs(-torch.ones(10) * 0.5)
+            a.step(p)
+    assert float(pipe2.p) == float(pipe.p) and ada2.last_rt == ada.last_rt == 0.0
+
+
+def test_ada_without_signs_is_a_clear_error():
+    ada = augment.AdaController(interval=1)
+    with pytest.raises(RuntimeError, match='PatchLoss'):
+        ada.step(augment.AugmentPipe())
 
 
 def test_clear_errors():

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,6 +94,36 @@ def test_resume_continues_bit_exactly(tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in ('step', 'exp_avg', 'exp_avg_sq'))
 
 
+def test_snapshot_restore_continues_bit_exactly(tmp_path):
+    misc.set_seed(1)
+    net, opt = TinyNet(), None
+    opt = _make_opt(net)
+    _train(net, opt, 2)
+    checkpoint.save(tmp_path / 's.pt', checkpoint.snapshot(dict(G=net, D=None), dict(G=opt), cur_nimg=16))
+    _train(net, opt, 2)
+    misc.set_seed(77)
+    data = checkpoint.load(tmp_path / 's.pt')
+    resumed = TinyNet()  # built by the training loop from its config, then restored
+    resumed_opt = _make_opt(resumed)
+    checkpoint.restore(data, dict(G=resumed), dict(G=resumed_opt))
+    _train(resumed, resumed_opt, 2)
+    assert data['cur_nimg'] == 16 and len(data['rng_states']) == 1
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), resumed.state_dict().values()))
+    with pytest.raises(checkpoint.CheckpointError, match='has no module state for D; it holds: G'):
+        checkpoint.restore(data, dict(G=resumed, D=TinyNet()))
+
+
+def test_restore_with_other_world_size_warns_and_reseeds():
+    data = checkpoint.snapshot(dict(G=TinyNet()))
+    data['rng_states'] = data['rng_states'] * 2  # as if saved by 2 ranks
+    draws = []
+    for _ in range(2):
+        with pytest.warns(UserWarning, match='saved by 2 ranks and is resumed by 1'):
+            checkpoint.restore(data, dict(G=TinyNet()))
+        draws.append(torch.rand(3))
+    assert torch.equal(draws[0], draws[1])  # deterministic given the checkpoint
+
+
 def test_module_state_is_plain_data(tmp_path):
     net = TinyNet(hidden=(5,), options=dnnlib.EasyDict(dropout=0.0))
     state = checkpoint.module_state(net)
@@ -106,9 +137,39 @@ def test_module_state_is_plain_data(tmp_path):
     assert all(type(v) is torch.Tensor for v in net_ddp_like.values())  # no Parameter subclass stored
 
 
+def test_every_plain_type_round_trips(tmp_path):
+    data = dict(
+        ints=[0, -3, 1 << 40],
+        floats=(1.5, float('inf')),
+        text='a',
+        raw=b'\x00\x01',
+        flags=[True, False, None],
+        nested={1: {'x': [(1, 2), []]}},
+        dtype=torch.float16,
+        device=torch.device('cpu'),
+        size=torch.Size([2, 3]),
+        tensor=torch.arange(6, dtype=torch.int16).reshape(2, 3),
+    )
+    checkpoint.save(tmp_path / 'a.pt', dict(data, np_scalar=np.float32(0.5), np_array=np.eye(2)))
+    loaded = checkpoint.load(tmp_path / 'a.pt')
+    for key, value in data.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(loaded[key], value) and loaded[key].dtype == value.dtype
+        else:
+            assert loaded[key] == value and type(loaded[key]) is type(value), key
+    assert loaded['np_scalar'] == 0.5 and torch.equal(loaded['np_array'], torch.eye(2, dtype=torch.float64))
+    view = torch.arange(10_000)[:3]
+    checkpoint.save(tmp_path / 'v.pt', dict(view=view))
+    assert os.path.getsize(tmp_path / 'v.pt') < 10_000  # a view stores only what it shows
+
+
 def test_save_refuses_objects_and_names_the_entry(tmp_path):
     with pytest.raises(TypeError, match=r"data\['cfg'\]\['fn'\] is a builtins.function"):
         checkpoint.save(tmp_path / 'a.pt', dict(cfg=dict(fn=lambda x: x)))
+    with pytest.raises(TypeError, match=r"data\['s'\] is a builtins.set"):
+        checkpoint.save(tmp_path / 'a.pt', dict(s={1, 2}))
+    with pytest.raises(TypeError, match='NumPy array of Python objects'):
+        checkpoint.save(tmp_path / 'a.pt', dict(a=np.array([None])))
     assert not os.listdir(tmp_path)
 
 
@@ -254,3 +315,18 @@ def test_optimizer_state_mismatch():
     other = torch.optim.Adam(list(net.parameters())[:2])
     with pytest.raises(checkpoint.CheckpointError, match=r'param groups of sizes \[4\].*has \[2\]'):
         checkpoint.load_optimizer_state(other, state)
+
+
+@pytest.mark.gpu
+def test_cuda_module_saves_to_cpu_and_loads_on_either(tmp_path):
+    net = TinyNet().cuda()
+    state = checkpoint.module_state(net)
+    assert all(v.device.type == 'cpu' for v in state['state_dict'].values())
+    checkpoint.save(tmp_path / 'g.pt', dict(modules=dict(G_ema=state)))
+    G = checkpoint.load_network(tmp_path / 'g.pt', device='cuda')
+    assert next(G.parameters()).device.type == 'cuda'
+    x = torch.randn(2, 4, device='cuda')
+    assert torch.equal(G(x), net.eval()(x))
+    assert checkpoint.load(tmp_path / 'g.pt', map_location='cuda')['modules']['G_ema']['state_dict'][
+        'layers.0.weight'
+    ].is_cuda

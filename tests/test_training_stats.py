@@ -107,3 +107,12 @@ def test_nan_is_visible_and_jsonl_is_strict(tmp_path):
         'Loss/D': stats['Loss/D']['mean'],
         'Loss/G': 2.0,
     }
+
+
+@pytest.mark.gpu
+def test_cuda_values_are_pooled_with_cpu_values():
+    collector = training_stats.Collector()
+    training_stats.report('x', torch.tensor([1.0, 2.0], device='cuda'))  # accumulated on the GPU, no sync
+    training_stats.report('x', 6.0)
+    collector.update()
+    assert collector.as_dict() == {'x': dict(num=3, mean=3.0, std=pytest.approx(math.sqrt(14 / 3)))}

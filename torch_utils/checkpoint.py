@@ -20,12 +20,14 @@ import os
 import pickle
 import re
 import secrets
+import warnings
 from collections import OrderedDict
 
 import numpy as np
 import torch
 
 import dnnlib
+from torch_utils import misc
 
 FORMAT_VERSION = 1  # Bump when the layout of a snapshot changes incompatibly.
 _ZIP_MAGIC = b'PK\x03\x04'  # torch.save's (zip) format starts with a zip local-file header.
@@ -56,6 +58,10 @@ def to_plain(obj, where: str = 'data', lists: bool = False):
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            raise TypeError(
+                f'{where} is a NumPy array of Python objects; checkpoints hold numeric arrays only'
+            )
         return torch.from_numpy(np.ascontiguousarray(obj))
     if isinstance(obj, dict):
         out = OrderedDict() if isinstance(obj, OrderedDict) else {}
@@ -92,9 +98,14 @@ def _plain_tensor(t: torch.Tensor) -> torch.Tensor:
 
 
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    while isinstance(module, torch.nn.parallel.DistributedDataParallel):
-        module = module.module
-    return module
+    """The module itself, without DistributedDataParallel or torch.compile wrappers."""
+    while True:
+        if isinstance(module, torch.nn.parallel.DistributedDataParallel):
+            module = module.module
+        elif isinstance(getattr(module, '_orig_mod', None), torch.nn.Module):
+            module = module._orig_mod
+        else:
+            return module
 
 
 def class_name_of(module: torch.nn.Module) -> str:
@@ -144,10 +155,11 @@ def state_dict_diff(expected: dict, given: dict) -> tuple[list, list, list]:
     """(missing keys, unexpected keys, [(key, expected shape, given shape)]) between two state_dicts."""
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
+    shape = lambda v: list(v.shape) if isinstance(v, torch.Tensor) else None  # noqa: E731 (extra_state: no shape)
     shapes = [
-        (k, list(expected[k].shape), list(given[k].shape))
+        (k, shape(expected[k]), shape(given[k]))
         for k in sorted(set(expected) & set(given))
-        if expected[k].shape != given[k].shape
+        if shape(expected[k]) != shape(given[k])
     ]
     return missing, unexpected, shapes
 
@@ -210,6 +222,83 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, where: s
             f'build the optimizer over the same parameters as the run that saved it.'
         )
     optimizer.load_state_dict(state)
+
+
+# ----------------------------------------------------------------------------
+# Training state (modules + optimizers + per-rank RNG + counters).
+
+
+def _dist_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def gather_rng_states() -> list:
+    """Every rank's `misc.get_rng_state()`, indexed by rank (a collective: call it on all ranks)."""
+    rank, world_size = _dist_world()
+    state = misc.get_rng_state()
+    if world_size == 1:
+        return [state]
+    gathered = [None] * world_size
+    torch.distributed.all_gather_object(gathered, state)
+    return [to_plain(s, f'rng_states[{i}]') for i, s in enumerate(gathered)]
+
+
+def snapshot(modules: dict, optimizers: dict | None = None, **extra) -> dict:
+    """A training snapshot: format_version, modules, optimizers, every rank's RNG state, and `extra`.
+
+    `extra` holds the counters and config (cur_nimg=..., cur_tick=..., training_options=...). RNG
+    states are gathered from all ranks, so call this on every rank; save the result on rank 0 only.
+    """
+    return dict(
+        extra,
+        format_version=FORMAT_VERSION,
+        modules={name: module_state(m) for name, m in modules.items() if m is not None},
+        optimizers={name: optimizer_state(o) for name, o in (optimizers or {}).items() if o is not None},
+        rng_states=gather_rng_states(),
+    )
+
+
+def restore(data: dict, modules: dict, optimizers: dict | None = None, where: str = 'checkpoint') -> None:
+    """Load a `snapshot` into existing modules and optimizers, and restore this rank's RNG state.
+
+    Resuming with the same number of ranks continues bit-exactly. With a different number, each
+    rank is reseeded deterministically from rank 0's stored state plus its rank (a warning says so).
+    """
+    for kind, wanted, stored in (
+        ('module', modules, data.get('modules', {})),
+        ('optimizer', optimizers or {}, data.get('optimizers', {})),
+    ):
+        missing = sorted(name for name, obj in wanted.items() if obj is not None and name not in stored)
+        if missing:
+            raise CheckpointError(
+                f'{where}: has no {kind} state for {", ".join(missing)}; it holds: {", ".join(sorted(stored)) or "none"}'
+            )
+    for name, module in modules.items():
+        if module is not None:
+            _check_module_state(data['modules'][name], f'{where}: {name}')
+            load_module_state(module, data['modules'][name]['state_dict'], f'{where}: {name}')
+    for name, opt in (optimizers or {}).items():
+        if opt is not None:
+            load_optimizer_state(opt, data['optimizers'][name], f'{where}: optimizer {name}')
+    _restore_rng(data.get('rng_states'), where)
+
+
+def _restore_rng(states, where: str) -> None:
+    rank, world_size = _dist_world()
+    if not states:
+        return
+    if len(states) == world_size:
+        misc.set_rng_state(states[rank])
+        return
+    warnings.warn(
+        f'{where} was saved by {len(states)} ranks and is resumed by {world_size}: '
+        f'random streams are reseeded, so the run will not repeat the original one exactly.',
+        stacklevel=3,
+    )
+    misc.set_rng_state(states[0])
+    misc.set_seed(int(torch.randint(1 << 31, [])) + rank)
 
 
 # ----------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def first_slurm_host(nodelist: str) -> str:
 
 
 def launch_env(env=None) -> dict | None:
-    """(rank, world_size, local_rank, master_addr, master_port) from torchrun's or SLURM's variables.
+    """dict(launcher, rank, world_size, local_rank, master_addr, master_port) from torchrun's or SLURM's variables.
 
     torchrun's RANK/WORLD_SIZE win over SLURM's (torchrun inside an sbatch script). Returns None when
     neither launcher is present, or SLURM ran a single task: then the job is single-process.
@@ -70,6 +70,7 @@ def launch_env(env=None) -> dict | None:
             )
         rank = int(env['RANK'])
         return dict(
+            launcher='torchrun',
             rank=rank,
             world_size=int(env['WORLD_SIZE']),
             local_rank=int(env.get('LOCAL_RANK', rank)),
@@ -79,6 +80,7 @@ def launch_env(env=None) -> dict | None:
     if 'SLURM_PROCID' in env and int(env.get('SLURM_NTASKS', '1')) > 1:
         job_id = int(re.sub(r'\D', '', env.get('SLURM_JOB_ID', '0')) or 0)
         return dict(
+            launcher='slurm',
             rank=int(env['SLURM_PROCID']),
             world_size=int(env['SLURM_NTASKS']),
             local_rank=int(env.get('SLURM_LOCALID', 0)),
@@ -88,11 +90,13 @@ def launch_env(env=None) -> dict | None:
     return None
 
 
-def _pick_device(local_rank: int, device) -> torch.device:
+def _pick_device(local_rank: int, device, launcher: str | None = None) -> torch.device:
     if device is not None:
         device = torch.device(device)
     elif torch.cuda.is_available():
         count = torch.cuda.device_count()
+        if launcher == 'slurm' and count == 1:
+            local_rank = 0  # srun bound one GPU to each task (--gpus-per-task=1): it is cuda:0 here.
         if local_rank >= count:
             raise RuntimeError(
                 f'local rank {local_rank} has no GPU: this node has {count}; start at most {count} '
@@ -123,8 +127,9 @@ def init(backend: str | None = None, device=None, timeout_s: float = DEFAULT_TIM
     if launch is None or launch['world_size'] == 1:
         _info = DistInfo(device=_pick_device(0, device))
         return _info
-    dev = _pick_device(launch['local_rank'], device)
+    dev = _pick_device(launch['local_rank'], device, launch['launcher'])
     backend = backend or ('nccl' if dev.type == 'cuda' else 'gloo')
+    extra = dict(device_id=dev) if backend == 'nccl' else {}  # NCCL: bind the communicator to our GPU
     os.environ['MASTER_ADDR'] = launch['master_addr']
     os.environ['MASTER_PORT'] = str(launch['master_port'])
     torch.distributed.init_process_group(
@@ -133,6 +138,7 @@ def init(backend: str | None = None, device=None, timeout_s: float = DEFAULT_TIM
         rank=launch['rank'],
         world_size=launch['world_size'],
         timeout=datetime.timedelta(seconds=timeout_s),
+        **extra,
     )
     _info = DistInfo(launch['rank'], launch['world_size'], launch['local_rank'], dev, backend)
     return _info

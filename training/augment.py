@@ -107,6 +107,9 @@ class AugmentPipe(torch.nn.Module):
         self.register_buffer(
             'p', torch.tensor(float(init_p))
         )  # Probability of each transform; ADA adapts it.
+        # (sum, count) of sign(D(real)) since ADA's last adjustment: fed by the loss, read by AdaController.
+        # A buffer, so it rides in the snapshot with p and a resumed run adjusts p exactly as it would have.
+        self.register_buffer('real_signs', torch.zeros(2, dtype=torch.float64))
         self.weights = dict(
             rotate90=rotate90, xint=xint, scale=scale, rotate=rotate, aniso=aniso, xfrac=xfrac,
             brightness=brightness, contrast=contrast, lumaflip=lumaflip, hue=hue, saturation=saturation,
@@ -122,6 +125,12 @@ class AugmentPipe(torch.nn.Module):
         )
         self.xfrac_std, self.brightness_std, self.contrast_std = xfrac_std, brightness_std, contrast_std
         self.hue_max, self.saturation_std = hue_max, saturation_std
+
+    @torch.no_grad()
+    def accumulate_real_signs(self, real_logits: torch.Tensor) -> None:
+        """Add sign(D(real)) of one batch to `real_signs` (the loss calls this in Dmain; no GPU sync)."""
+        signs = torch.sign(real_logits.detach()).to(torch.float64)
+        self.real_signs += torch.stack([signs.sum(), torch.ones_like(signs).sum()]).to(self.real_signs.device)
 
     def _fires(self, name: str, batch: int, device, prob=None) -> torch.Tensor:
         """Per-sample Bernoulli(p * weight) mask as float. [N]"""
@@ -206,8 +215,9 @@ class AugmentPipe(torch.nn.Module):
 class AdaController:
     """Adapts the pipeline's p toward a target of r_t = E[sign(D(real))] (ADA's overfitting heuristic).
 
-    Every `interval` steps: p += sign(r_t - target) * batch_size * interval / (speed_kimg * 1000), clamped
-    to [0, 1], so p can go from 0 to 1 in `speed_kimg` kimg. Its state is plain data for checkpoints.
+    The loss adds sign(D(real)) of every Dmain batch to `augment_pipe.real_signs`; every `interval` steps
+    p += sign(r_t - target) * batch_size * interval / (speed_kimg * 1000), clamped to [0, 1], so p can
+    go from 0 to 1 in `speed_kimg` kimg. Its own state (the step count) is plain data for checkpoints.
     """
 
     def __init__(self, target=0.6, interval=4, speed_kimg=500, batch_size=64):
@@ -216,44 +226,35 @@ class AdaController:
                 f'AdaController: need 0 < target < 1, interval >= 1, speed_kimg > 0, batch_size >= 1; '
                 f'got target={target}, interval={interval}, speed_kimg={speed_kimg}, batch_size={batch_size}'
             )
-        self.target, self.interval, self.speed_kimg, self.batch_size = (
-            target,
-            interval,
-            speed_kimg,
-            batch_size,
-        )
-        self.sign_sum, self.count, self.steps = 0.0, 0, 0
+        self.target, self.interval = target, interval
+        self.speed_kimg, self.batch_size = speed_kimg, batch_size
+        self.steps = 0
         self.last_rt = None  # r_t of the latest adjustment, for logging.
-
-    def accumulate(self, real_logits: torch.Tensor) -> None:
-        """Record sign(D(real)) of one batch (called by the loss in its Dmain phase)."""
-        signs = torch.sign(real_logits.detach().float())
-        self.sign_sum += float(signs.sum())
-        self.count += signs.numel()
 
     def step(self, augment_pipe: AugmentPipe) -> float:
         """Call once per training step; adjusts augment_pipe.p every `interval` steps. Returns p."""
         self.steps += 1
         if self.steps % self.interval != 0:
             return float(augment_pipe.p)
-        totals = torch.tensor([self.sign_sum, float(self.count)], dtype=torch.float64)
+        totals = augment_pipe.real_signs.clone()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            totals = totals.to(augment_pipe.p.device)
             torch.distributed.all_reduce(totals)  # every rank sees the same r_t and so keeps the same p
-        self.sign_sum, self.count = 0.0, 0
+        augment_pipe.real_signs.zero_()
         if totals[1] == 0:
-            return float(augment_pipe.p)
+            raise RuntimeError(
+                'AdaController: no sign(D(real)) was recorded; give the same AugmentPipe to PatchLoss '
+                '(augment_pipe=...) so that its Dmain phase feeds it'
+            )
         self.last_rt = float(totals[0] / totals[1])
         adjust = (
             np.sign(self.last_rt - self.target) * self.batch_size * self.interval / (self.speed_kimg * 1000)
         )
         new_p = float(np.clip(float(augment_pipe.p) + adjust, 0, 1))
-        augment_pipe.p.copy_(torch.tensor(new_p))
+        augment_pipe.p.fill_(new_p)
         return new_p
 
     def state_dict(self) -> dict:
-        return dict(sign_sum=self.sign_sum, count=self.count, steps=self.steps, last_rt=self.last_rt)
+        return dict(steps=self.steps, last_rt=self.last_rt)
 
     def load_state_dict(self, state: dict) -> None:
-        self.sign_sum, self.count = float(state['sign_sum']), int(state['count'])
         self.steps, self.last_rt = int(state['steps']), state['last_rt']

@@ -180,7 +180,9 @@ def check_isosurface(volume: np.ndarray, threshold: float) -> None:
 def _pad_closed(volume: np.ndarray, threshold: float) -> np.ndarray:
     """Surround the volume with one layer below the threshold, so surfaces cut by the box are capped."""
     fill = min(float(volume.min()), threshold) - 1.0
-    return np.pad(volume, 1, mode='constant', constant_values=fill)
+    out = np.full([n + 2 for n in volume.shape], fill, dtype=np.float32)
+    out[1:-1, 1:-1, 1:-1] = volume
+    return out
 
 
 def _mc_skimage(volume: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -198,8 +200,10 @@ def _mc_flying_edges(volume: np.ndarray, threshold: float) -> tuple[np.ndarray, 
     from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D
 
     image = vtkImageData()
-    image.SetDimensions(*volume.shape)  # VTK points run x fastest, i.e. Fortran order of volume[x, y, z]
-    flat = np.asfortranarray(volume, dtype=np.float32).ravel(order='F')
+    # VTK runs x fastest; our C-ordered volume[x, y, z] runs z fastest. Hand VTK the memory as it is, as a
+    # volume of dims (z, y, x), and swap the coordinates back below: no transposing copy of N^3 floats.
+    image.SetDimensions(*volume.shape[::-1])
+    flat = np.ascontiguousarray(volume, dtype=np.float32).reshape(-1)
     image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(flat, deep=False))
     fe = vtkFlyingEdges3D()
     fe.SetInputData(image)
@@ -211,9 +215,13 @@ def _mc_flying_edges(volume: np.ndarray, threshold: float) -> tuple[np.ndarray, 
     out = fe.GetOutput()
     if out.GetNumberOfPoints() == 0:
         return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
-    verts = numpy_support.vtk_to_numpy(out.GetPoints().GetData()).astype(np.float64)
+    verts = numpy_support.vtk_to_numpy(out.GetPoints().GetData())[:, ::-1].astype(
+        np.float64
+    )  # (z,y,x) -> (x,y,z)
     faces = numpy_support.vtk_to_numpy(out.GetPolys().GetConnectivityArray()).reshape(-1, 3)
-    return verts, faces  # VTK's winding already gives outward normals for a dense interior
+    return verts, faces[
+        :, ::-1
+    ]  # the axis swap mirrors the mesh: reverse the winding to keep normals outward
 
 
 def marching_cubes(

@@ -32,12 +32,13 @@ def render_mesh(
     use_colors: bool = False,
 ) -> None:
     """Render a mesh file to a square PNG; the camera looks at the mesh centre from (yaw, pitch), +y up."""
-    import pyvista as pv
     import trimesh
 
     tm = trimesh.load(mesh_path, force='mesh', process=False)
     if len(tm.faces) == 0:
         raise ValueError(f'mesh "{mesh_path}" has no faces to render')
+    import pyvista as pv  # after the cheap checks: importing VTK takes seconds
+
     faces = np.concatenate([np.full((len(tm.faces), 1), 3), tm.faces], axis=1).astype(np.int64)  # [F, 4]
     poly = pv.PolyData(np.asarray(tm.vertices, dtype=np.float32), faces.reshape(-1))
     plotter = pv.Plotter(off_screen=True, window_size=(resolution, resolution))

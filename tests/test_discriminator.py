@@ -1,0 +1,165 @@
+import pytest
+import torch
+
+from training import discriminator as disc
+from training.hypernet import HyperNetwork
+
+TINY = dict(
+    img_resolution=32, patch_resolution=16, channel_base=64, channel_max=16, hyper_dim=16,
+    hyper_table_dim=8, hyper_num_freqs=3, cmap_dim=8, camera_num_freqs=2, patch_num_freqs=2,
+)  # fmt: skip
+
+
+def _inputs(n=4, seed=0, r=16, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    img = torch.randn(n, 3, r, r, generator=g, dtype=dtype)
+    s = 0.5 + 0.5 * torch.rand(n, 1, generator=g, dtype=dtype)
+    params = torch.cat([s, (1 - s) * torch.rand(n, 2, generator=g, dtype=dtype)], dim=1)
+    angles = torch.randn(n, 2, generator=g, dtype=dtype) * 0.3 + torch.tensor([0.0, 1.57], dtype=dtype)
+    return img, params, angles
+
+
+def _zero_adapters(D):
+    with torch.no_grad():
+        for adapter in D.hyper.adapters.values():
+            adapter.weight.zero_()
+            adapter.bias.zero_()
+
+
+def test_block_layout_matches_a_full_resolution_discriminator():
+    D = disc.PatchDiscriminator(256, 64, channel_base=256, channel_max=8, hyper_dim=8, hyper_table_dim=4)
+    assert D.block_resolutions == [64, 64, 64, 32, 16, 8]
+    assert [b.conv1.down for b in D.blocks] == [1, 1, 2, 2, 2, 2]
+    # Channel widths of the full-resolution blocks at 256, 128, ..., 8 (min(256 // v, 8)).
+    assert [b.conv0.in_channels for b in D.blocks] == [1, 2, 4, 8, 8, 8]
+    assert sum(1 for b in D.blocks if b.use_fp16) == 4  # the four highest-resolution blocks
+    x = D(
+        torch.randn(4, 3, 64, 64),
+        torch.tensor([[1.0, 0, 0], [0.25, 0.5, 0.1], [0.5, 0.2, 0.3], [0.3, 0, 0.7]]),
+    )
+    assert x.shape == (4, 1) and torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize('mode', ['output', 'input'])
+def test_unit_sigma_equals_the_standard_discriminator(mode):
+    torch.manual_seed(0)
+    D_hyper = disc.PatchDiscriminator(**TINY, hyper_mod=True, hyper_mod_mode=mode)
+    D_std = disc.PatchDiscriminator(**TINY, hyper_mod=False)
+    shared = {k: v for k, v in D_hyper.state_dict().items() if not k.startswith('hyper.')}
+    D_std.load_state_dict(shared, strict=True)
+    _zero_adapters(D_hyper)  # Eq. 7: tanh(0) + 1 = 1
+    img, params, _ = _inputs()
+    assert all(torch.equal(s, torch.ones_like(s)) for s in D_hyper.modulations(params).values())
+    assert torch.allclose(D_hyper(img, params), D_std(img, params), atol=1e-6, rtol=0)
+
+
+def test_sigma_is_in_zero_two_and_covers_every_layer():
+    torch.manual_seed(1)
+    D = disc.PatchDiscriminator(**TINY)
+    img, params, _ = _inputs(n=8)
+    sigmas = D.modulations(params)
+    expected = D.modulated_channels()
+    assert set(sigmas) == set(expected) and 'epilogue.conv' in sigmas and 'blocks.0.fromrgb' in sigmas
+    for name, s in sigmas.items():
+        assert s.shape == (8, expected[name])
+        assert (s > 0).all() and (s < 2).all()
+        assert s.std() > 0.01  # really modulated at initialisation
+    with torch.no_grad():  # large adapter weights saturate tanh but never leave [0, 2]
+        for adapter in D.hyper.adapters.values():
+            adapter.weight.mul_(1000)
+    for s in D.modulations(params).values():
+        assert (s >= 0).all() and (s <= 2).all()
+
+
+def test_paper_embedding_is_828_dimensional():
+    H = HyperNetwork({'a': 4})
+    assert H.embed.out_features == 828
+    params = torch.tensor([[1.0, 0.0, 0.0], [0.1234, 0.5, 0.8766]])
+    e = H.embed(params)
+    assert e.shape == (2, 828)
+    # The table part of each scalar reads row round(1000 x).
+    assert torch.equal(e[1, :256], H.embed.tables[0].weight[123])
+    assert torch.equal(e[0, 276 : 276 + 256], H.embed.tables[1].weight[0])
+
+
+def test_changing_only_patch_params_changes_the_output():
+    torch.manual_seed(2)
+    img, params, _ = _inputs()
+    other = params.clone()
+    other[:, 0] = 0.55
+    other[:, 1:] = 0.3
+    D = disc.PatchDiscriminator(**TINY, hyper_mod=True)
+    assert (D(img, params) - D(img, other)).abs().min() > 1e-6
+    D_std = disc.PatchDiscriminator(**TINY, hyper_mod=False)
+    assert torch.equal(D_std(img, params), D_std(img, other))
+    D_cond = disc.PatchDiscriminator(**TINY, hyper_mod=False, patch_cond=True)
+    assert (D_cond(img, params) - D_cond(img, other)).abs().min() > 1e-7
+
+
+def test_gradcheck_float64():
+    torch.manual_seed(3)
+    D = disc.PatchDiscriminator(**TINY, camera_cond=True, patch_cond=True).double().eval()
+    img, params, angles = _inputs(n=4, dtype=torch.float64)
+    params[:, 0] = torch.tensor([0.9012, 0.6034, 0.7721, 0.55])  # away from table-rounding boundaries
+    img.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: D(x, params, angles), (img,), fast_mode=True)
+    # (s, dx, dy) and angles: the 128-cycle Fourier features curve D steeply, so a smaller step.
+    params.requires_grad_(True)
+    angles.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda p, a: D(img.detach(), p, a), (params, angles), eps=1e-7, atol=1e-4)
+
+
+def test_minibatch_stddev_matches_naive_loop():
+    x = torch.randn(8, 6, 4, 4, dtype=torch.float64)
+    y = disc.minibatch_stddev(x, group_size=4, num_channels=2)
+    assert y.shape == (8, 8, 4, 4) and torch.equal(y[:, :6], x)
+    for n in range(8):
+        group = x[n % 2 :: 2]  # samples n, n +- 2, ... share a group (interleaved, as in StyleGAN2)
+        for f in range(2):
+            feats = group[:, 3 * f : 3 * f + 3]
+            std = feats.var(dim=0, unbiased=False).add(1e-8).sqrt().mean()
+            assert torch.allclose(y[n, 6 + f], std.expand(4, 4))
+    with pytest.raises(ValueError, match='divisible by mbstd_group_size'):
+        disc.minibatch_stddev(torch.randn(6, 2, 4, 4), 4, 1)
+
+
+def test_camera_conditioning_and_dropout():
+    torch.manual_seed(4)
+    D = disc.PatchDiscriminator(**TINY, camera_cond=True)
+    img, params, angles = _inputs()
+    with pytest.raises(ValueError, match='camera_angles'):
+        D(img, params)
+    D.eval()
+    a, b = D(img, params, angles), D(img, params, angles + 0.3)
+    assert torch.equal(a, D(img, params, angles)) and (a - b).abs().min() > 1e-7
+    D.train()  # dropout 0.5 on the camera features makes two passes differ
+    assert not torch.equal(D(img, params, angles), D(img, params, angles))
+
+
+def test_init_kwargs_rebuild_and_clear_errors():
+    D = disc.PatchDiscriminator(**TINY, camera_cond=True)
+    assert all(isinstance(v, (int, float, str, bool, type(None))) for v in D.init_kwargs.values())
+    D2 = disc.PatchDiscriminator(**D.init_kwargs)
+    D2.load_state_dict(D.state_dict(), strict=True)
+    with pytest.raises(ValueError, match='power of two'):
+        disc.PatchDiscriminator(48, 16)
+    with pytest.raises(ValueError, match='exceeds'):
+        disc.PatchDiscriminator(32, 64)
+    with pytest.raises(ValueError, match='hyper_mod_mode'):
+        disc.PatchDiscriminator(32, 16, hyper_mod_mode='weights')
+    with pytest.raises(AssertionError):
+        D(torch.randn(4, 3, 32, 32), torch.zeros(4, 3), torch.zeros(4, 2))
+
+
+@pytest.mark.gpu
+def test_mixed_precision_on_cuda_matches_fp32():
+    torch.manual_seed(5)
+    D = disc.PatchDiscriminator(**TINY, num_fp16_res=2).cuda()
+    img, params, _ = _inputs()
+    img, params = img.cuda(), params.cuda()
+    out16 = D(img, params)
+    for block in D.blocks:
+        block.use_fp16 = False
+    out32 = D(img, params)
+    assert out16.dtype == torch.float32 and torch.isfinite(out16).all()
+    assert torch.allclose(out16, out32, atol=2e-2, rtol=2e-2)

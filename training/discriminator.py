@@ -1,0 +1,288 @@
+"""Scale/location-aware patch discriminator (Sec. 3.2, Fig. 2, Appendix B.1).
+
+A StyleGAN2 residual discriminator that sees r x r patches but keeps as many blocks as a discriminator
+of the full R x R image: the first log2(R/r) blocks run at the patch resolution without downsampling
+(at 256/64: blocks at 64, 64, 64, 32, 16, 8 -> 4x4 epilogue), and every block keeps the channel width
+of the full-resolution block it stands for. A hypernetwork of the patch parameters (s, dx, dy)
+(training/hypernet.py) scales the filters of every conv layer (Eq. 2, 7); `hyper_mod=False` gives the
+standard discriminator. Camera angles and, optionally, the patch parameters condition D by projection.
+"""
+
+import math
+
+import numpy as np
+import torch
+
+from torch_utils import misc
+from torch_utils.ops import bias_act, conv2d_resample
+from training.hypernet import HyperNetwork
+from training.layers import Conv2dLayer, FourierFeatures, FullyConnectedLayer
+
+# ----------------------------------------------------------------------------
+
+
+class HyperConv2dLayer(Conv2dLayer):
+    """Conv2dLayer whose output channels may be scaled per sample by sigma before bias and activation.
+
+    Eq. 2: y = sigma * conv2d(W, x), which equals conv2d(W * sigma, x) (Eq. 1) at a fraction of the cost;
+    the bias is added after the scaling, so it is not modulated (Eq. 1 scales only W).
+    """
+
+    def forward(self, x, sigma=None, gain=1):
+        if sigma is None:
+            return super().forward(x, gain=gain)
+        misc.assert_shape(x, [None, self.in_channels, None, None])
+        misc.assert_shape(sigma, [x.shape[0], self.out_channels])
+        w = self.weight * self.weight_gain
+        x = conv2d_resample.conv2d_resample(
+            x, w.to(x.dtype), self.resample_filter, down=self.down, padding=self.padding
+        )
+        x = x * sigma.to(x.dtype)[:, :, None, None]  # Eq. 2: [N, C, 1, 1] scales the raw conv output
+        b = self.bias.to(x.dtype) if self.bias is not None else None
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act.bias_act(x, b, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+
+
+class DiscriminatorBlock(torch.nn.Module):
+    """Residual block: [fromrgb] -> conv0 -> conv1 (down) plus a 1x1 skip (down), each branch * sqrt(1/2)."""
+
+    def __init__(
+        self, in_channels, tmp_channels, out_channels, img_channels, down, use_fp16, conv_clamp, hyper_mode
+    ):
+        super().__init__()
+        self.in_channels, self.use_fp16, self.hyper_mode = in_channels, use_fp16, hyper_mode
+        clamp = conv_clamp if use_fp16 else None  # clamping keeps fp16 activations finite
+        if in_channels == 0:
+            self.fromrgb = HyperConv2dLayer(
+                img_channels, tmp_channels, 1, activation='lrelu', conv_clamp=clamp
+            )
+        self.conv0 = HyperConv2dLayer(tmp_channels, tmp_channels, 3, activation='lrelu', conv_clamp=clamp)
+        self.conv1 = HyperConv2dLayer(
+            tmp_channels, out_channels, 3, activation='lrelu', down=down, conv_clamp=clamp
+        )
+        self.skip = HyperConv2dLayer(tmp_channels, out_channels, 1, bias=False, down=down)
+
+    def modulated_channels(self) -> dict:
+        """{layer name: channels its sigma scales} for the current hyper_mode ({} when not modulated)."""
+        if self.hyper_mode == 'output':  # Eq. 2: every conv layer, on its output channels
+            names = (['fromrgb'] if self.in_channels == 0 else []) + ['conv0', 'conv1', 'skip']
+            return {name: getattr(self, name).out_channels for name in names}
+        if self.hyper_mode == 'input':  # public-code variant: the input channels of the resampling conv
+            return {'conv1_in': self.conv1.in_channels}
+        return {}
+
+    def forward(self, x, img, sigmas: dict):
+        use_fp16 = self.use_fp16 and img.device.type == 'cuda'  # fp16 only where it is fast and supported
+        dtype = torch.float16 if use_fp16 else self.conv0.weight.dtype
+        if self.in_channels == 0:
+            x = self.fromrgb(img.to(dtype), sigmas.get('fromrgb'))
+        else:
+            x = x.to(dtype)
+        y = self.skip(x, sigmas.get('skip'), gain=np.sqrt(0.5))
+        x = self.conv0(x, sigmas.get('conv0'))
+        if 'conv1_in' in sigmas:
+            x = (
+                x * sigmas['conv1_in'].to(dtype)[:, :, None, None]
+            )  # hyper_mod_mode='input': 1 + tanh(.) on conv1's input
+        x = self.conv1(x, sigmas.get('conv1'), gain=np.sqrt(0.5))
+        return y.add_(x)
+
+
+def minibatch_stddev(x: torch.Tensor, group_size: int, num_channels: int) -> torch.Tensor:
+    """Append the std over groups of samples (mean over features) as `num_channels` extra maps."""
+    N, C, H, W = x.shape
+    G = min(group_size, N)
+    if N % G != 0:
+        raise ValueError(f'PatchDiscriminator: batch size {N} must be divisible by mbstd_group_size {G}')
+    F = num_channels
+    y = x.reshape(G, -1, F, C // F, H, W)  # [G, n, F, c, H, W]; sample i is in group i % n
+    y = (y - y.mean(dim=0)).square().mean(dim=0)  # [n, F, c, H, W] variance over the group
+    y = (y + 1e-8).sqrt().mean(dim=[2, 3, 4])  # [n, F]
+    y = y.reshape(-1, F, 1, 1).repeat(G, 1, H, W)  # [N, F, H, W]
+    return torch.cat([x, y], dim=1)
+
+
+class DiscriminatorEpilogue(torch.nn.Module):
+    """4x4: minibatch-stddev -> conv -> fc -> out, with projection onto cmap when conditioned."""
+
+    def __init__(self, in_channels, cmap_dim, mbstd_group_size, mbstd_num_channels, conv_clamp):
+        super().__init__()
+        self.in_channels, self.cmap_dim = in_channels, cmap_dim
+        self.mbstd_group_size, self.mbstd_num_channels = mbstd_group_size, mbstd_num_channels
+        mbstd_channels = mbstd_num_channels if mbstd_group_size > 1 else 0
+        self.conv = HyperConv2dLayer(in_channels + mbstd_channels, in_channels, 3, activation='lrelu')
+        self.fc = FullyConnectedLayer(in_channels * 16, in_channels, activation='lrelu')
+        self.out = FullyConnectedLayer(in_channels, max(cmap_dim, 1))
+
+    def forward(self, x, cmap, sigma=None):
+        misc.assert_shape(x, [None, self.in_channels, 4, 4])
+        x = x.to(self.fc.weight.dtype)
+        if self.mbstd_group_size > 1:
+            x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels)
+        x = self.conv(x, sigma)
+        x = self.out(self.fc(x.flatten(1)))  # [N, cmap_dim or 1]
+        if self.cmap_dim > 0:
+            x = (x * cmap).sum(dim=1, keepdim=True) / np.sqrt(self.cmap_dim)  # projection conditioning
+        return x
+
+
+class ConditionMapping(torch.nn.Module):
+    """(yaw, pitch) and/or (s, dx, dy) -> Fourier features (dropout on the camera part) -> MLP -> cmap."""
+
+    def __init__(
+        self, camera_cond, patch_cond, cmap_dim, camera_num_freqs, camera_dropout, patch_num_freqs, num_layers
+    ):
+        super().__init__()
+        self.camera_cond, self.patch_cond = camera_cond, patch_cond
+        in_features = 0
+        if camera_cond:  # integer harmonics 1, 2, 4, ... of the angles: periodic in 2 pi
+            self.camera_fourier = FourierFeatures(2, camera_num_freqs, min_freq=1 / (2 * math.pi))
+            self.camera_dropout = torch.nn.Dropout(camera_dropout)  # App. B.1: keeps D off 3D dataset biases
+            in_features += self.camera_fourier.out_features
+        if patch_cond:
+            self.patch_fourier = FourierFeatures(3, patch_num_freqs, min_freq=0.25, include_input=True)
+            in_features += self.patch_fourier.out_features
+        dims = [in_features] + [cmap_dim] * num_layers
+        layers = [FullyConnectedLayer(a, b, activation='lrelu') for a, b in zip(dims[:-1], dims[1:])]
+        self.mlp = torch.nn.Sequential(*layers)
+
+    def forward(self, camera_angles, patch_params):
+        dtype = self.mlp[0].weight.dtype
+        parts = []
+        if self.camera_cond:
+            parts.append(self.camera_dropout(self.camera_fourier(camera_angles.to(dtype))))
+        if self.patch_cond:
+            parts.append(self.patch_fourier(patch_params.to(dtype)))
+        return self.mlp(torch.cat(parts, dim=1))  # [N, cmap_dim]
+
+
+# ----------------------------------------------------------------------------
+
+
+def _check_resolutions(img_resolution, patch_resolution):
+    for name, res in [('img_resolution', img_resolution), ('patch_resolution', patch_resolution)]:
+        if res < 8 or res & (res - 1):
+            raise ValueError(f'PatchDiscriminator: {name}={res} must be a power of two >= 8')
+    if patch_resolution > img_resolution:
+        raise ValueError(
+            f'PatchDiscriminator: patch_resolution={patch_resolution} exceeds img_resolution={img_resolution}'
+        )
+
+
+class PatchDiscriminator(torch.nn.Module):
+    """D(img [N, C, r, r], patch_params [N, 3], camera_angles [N, 2] or None) -> logits [N, 1]."""
+
+    @misc.record_init_kwargs
+    def __init__(
+        self,
+        img_resolution,  # R: resolution of the full images the patches come from.
+        patch_resolution,  # r: resolution of the patches D sees.
+        img_channels=3,  # Number of image channels.
+        channel_base=32768,  # Channels of a block at virtual resolution v: min(channel_base // v, channel_max).
+        channel_max=512,  # Largest number of channels in any block.
+        num_fp16_res=4,  # Run the blocks of the 4 highest virtual resolutions in fp16 (on CUDA only).
+        conv_clamp=256,  # Clamp the outputs of fp16 convs to +-conv_clamp; None = off.
+        mbstd_group_size=4,  # Group size of the minibatch-stddev layer; 1 = off.
+        mbstd_num_channels=1,  # Feature maps the minibatch-stddev layer appends.
+        hyper_mod=True,  # Modulate the conv layers with the patch hypernetwork (Sec. 3.2); False = standard D.
+        hyper_mod_mode='output',  # 'output': sigma_l scales each conv's output (Eq. 2); 'input': public code's form.
+        hyper_dim=512,  # Width of the hypernetwork and of p.
+        hyper_num_layers=2,  # Layers of the hypernetwork MLP.
+        hyper_table_dim=256,  # Learned table width per patch scalar (embedding 3 * (256 + 20) = 828).
+        hyper_num_freqs=10,  # Sin/cos pairs per patch scalar.
+        camera_cond=False,  # Condition on (yaw, pitch) by projection (App. B.1; FFHQ and Cats).
+        camera_num_freqs=6,  # Harmonics of the angles in the camera Fourier features.
+        camera_dropout=0.5,  # Dropout on the camera features (App. B.1).
+        patch_cond=False,  # Also give (s, dx, dy) to the projection conditioning.
+        patch_num_freqs=6,  # Octaves of the patch Fourier features for patch_cond.
+        cmap_dim=512,  # Width of the conditioning vector.
+        cond_num_layers=2,  # Layers of the conditioning MLP.
+    ):
+        super().__init__()
+        _check_resolutions(img_resolution, patch_resolution)
+        if hyper_mod_mode not in ('output', 'input'):
+            raise ValueError(
+                f"PatchDiscriminator: hyper_mod_mode={hyper_mod_mode!r} must be 'output' or 'input'"
+            )
+        self.img_resolution, self.patch_resolution, self.img_channels = (
+            img_resolution,
+            patch_resolution,
+            img_channels,
+        )
+        self.hyper_mod, self.hyper_mod_mode = hyper_mod, hyper_mod_mode
+        self.camera_cond, self.patch_cond = camera_cond, patch_cond
+        channels = lambda v: min(channel_base // v, channel_max)  # noqa: E731
+        fp16_resolution = max(2 ** (int(np.log2(img_resolution)) + 1 - num_fp16_res), 8)
+        virtual = [img_resolution // 2**i for i in range(int(np.log2(img_resolution)) - 2)]  # R, R/2, ..., 8
+        self.block_resolutions = [min(v, patch_resolution) for v in virtual]  # spatial input resolution
+        self.blocks = torch.nn.ModuleList()
+        for i, v in enumerate(virtual):
+            block = DiscriminatorBlock(
+                in_channels=channels(v) if i > 0 else 0,
+                tmp_channels=channels(v),
+                out_channels=channels(v // 2),
+                img_channels=img_channels,
+                down=2 if v <= patch_resolution else 1,  # extra blocks at the patch resolution keep it
+                use_fp16=v >= fp16_resolution,
+                conv_clamp=conv_clamp,
+                hyper_mode=hyper_mod_mode if hyper_mod else None,
+            )
+            self.blocks.append(block)
+        has_cond = camera_cond or patch_cond
+        self.mapping = None
+        if has_cond:
+            self.mapping = ConditionMapping(
+                camera_cond,
+                patch_cond,
+                cmap_dim,
+                camera_num_freqs,
+                camera_dropout,
+                patch_num_freqs,
+                cond_num_layers,
+            )
+        self.epilogue = DiscriminatorEpilogue(
+            channels(4), cmap_dim if has_cond else 0, mbstd_group_size, mbstd_num_channels, conv_clamp
+        )
+        self.hyper = None
+        if hyper_mod:
+            self.hyper = HyperNetwork(
+                self.modulated_channels(),
+                hyper_dim,
+                hyper_num_layers,
+                table_dim=hyper_table_dim,
+                num_freqs=hyper_num_freqs,
+            )
+
+    def modulated_channels(self) -> dict:
+        """{'blocks.i.layer' or 'epilogue.conv': channels} of every layer the hypernetwork modulates."""
+        out = {}
+        for i, block in enumerate(self.blocks):
+            out.update({f'blocks.{i}.{name}': c for name, c in block.modulated_channels().items()})
+        if self.hyper_mod and self.hyper_mod_mode == 'output':
+            out['epilogue.conv'] = self.epilogue.conv.out_channels
+        return out
+
+    def modulations(self, patch_params: torch.Tensor) -> dict:
+        """{layer name: sigma [N, c]} (Eq. 7); empty for the standard D."""
+        return self.hyper(patch_params) if self.hyper is not None else {}
+
+    def forward(self, img, patch_params, camera_angles=None, update_emas=False):
+        del update_emas  # D keeps no running averages; the argument mirrors G's interface.
+        N = img.shape[0]
+        r = self.patch_resolution
+        misc.assert_shape(img, [N, self.img_channels, r, r])
+        misc.assert_shape(patch_params, [N, 3])
+        if self.camera_cond:
+            if camera_angles is None:
+                raise ValueError(
+                    'PatchDiscriminator: camera_cond=True needs camera_angles [N, 2] (yaw, pitch)'
+                )
+            misc.assert_shape(camera_angles, [N, 2])
+        sigmas = self.modulations(patch_params)
+        x = None
+        for i, block in enumerate(self.blocks):
+            prefix = f'blocks.{i}.'
+            block_sigmas = {k[len(prefix) :]: v for k, v in sigmas.items() if k.startswith(prefix)}
+            x = block(x, img, block_sigmas)
+        cmap = self.mapping(camera_angles, patch_params) if self.mapping is not None else None
+        return self.epilogue(x, cmap, sigmas.get('epilogue.conv'))  # [N, 1]

@@ -1,0 +1,73 @@
+"""The patch hypernetwork H: (s, dx, dy) -> p in R^512 -> per-layer modulations sigma_l (Sec. 3.2, App. B.1).
+
+Embedding (828 dims, Appendix B.1): for each of the 3 scalars, a learned 256-d table entry indexed by
+round(1000 x) plus 10 log-spaced sin/cos pairs (276 dims each). A 2-layer MLP with LeakyReLU(0.2) maps
+it to p in R^512, and every modulated layer l has its own affine adapter (W_l, b_l):
+    Eq. 7: sigma_l = tanh(W_l p + b_l) + 1, in (0, 2)^{c_l}.
+"""
+
+import torch
+
+from torch_utils import misc
+from training.layers import FourierFeatures, FullyConnectedLayer
+
+
+class PatchEmbedding(torch.nn.Module):
+    """(s, dx, dy) [N, 3] -> [N, 3 * (table_dim + 2 * num_freqs)] (828 with the defaults)."""
+
+    def __init__(
+        self,
+        table_dim=256,  # Width of the learned lookup table per scalar.
+        table_size=1000,  # Table resolution: a scalar x in [0, 1] reads entry round(table_size * x).
+        num_freqs=10,  # Log-spaced sin/cos pairs per scalar.
+        min_freq=0.25,  # Lowest frequency (cycles per unit of s or offset).
+        max_freq=128.0,  # Highest frequency: 128 cycles = one per 2 pixels of a 256^2 image.
+    ):
+        super().__init__()
+        self.table_size = table_size
+        self.tables = torch.nn.ModuleList([torch.nn.Embedding(table_size + 1, table_dim) for _ in range(3)])
+        self.fourier = FourierFeatures(1, num_freqs, min_freq=min_freq, max_freq=max_freq)
+        self.out_features = 3 * (table_dim + self.fourier.out_features)
+
+    def forward(self, patch_params: torch.Tensor) -> torch.Tensor:
+        misc.assert_shape(patch_params, [None, 3])
+        idx = torch.round(patch_params.detach() * self.table_size).long().clamp(0, self.table_size)  # [N, 3]
+        parts = []
+        for i, table in enumerate(self.tables):
+            x = patch_params[:, i : i + 1]  # [N, 1]
+            parts += [table(idx[:, i]).to(x.dtype), self.fourier(x)]  # [N, 256], [N, 20]
+        return torch.cat(parts, dim=1)  # [N, 828]
+
+
+class HyperNetwork(torch.nn.Module):
+    """H: patch params -> p [N, hyper_dim] -> {layer name: sigma [N, c_l]} with sigma = tanh(W_l p + b_l) + 1."""
+
+    def __init__(
+        self,
+        layer_channels: dict,  # {layer name: number of channels that layer's sigma scales}.
+        hyper_dim=512,  # Width of p and of the MLP.
+        num_layers=2,  # MLP depth (App. B.1: 2, like G's mapping network).
+        lr_multiplier=1.0,  # Learning-rate multiplier of the MLP.
+        **embedding_kwargs,  # Passed to PatchEmbedding.
+    ):
+        super().__init__()
+        self.embed = PatchEmbedding(**embedding_kwargs)
+        dims = [self.embed.out_features] + [hyper_dim] * num_layers
+        self.mlp = torch.nn.Sequential(
+            *[
+                FullyConnectedLayer(a, b, activation='lrelu', lr_multiplier=lr_multiplier)
+                for a, b in zip(dims[:-1], dims[1:])
+            ]
+        )
+        # Module names cannot contain '.', so adapters are keyed with '_' and looked up through a map.
+        self.names = {name: name.replace('.', '_') for name in layer_channels}
+        self.adapters = torch.nn.ModuleDict(
+            {key: FullyConnectedLayer(hyper_dim, layer_channels[name]) for name, key in self.names.items()}
+        )
+
+    def adapters_dtype(self) -> torch.dtype:
+        return self.mlp[0].weight.dtype  # float32, or float64 in gradient checks
+
+    def forward(self, patch_params: torch.Tensor) -> dict:
+        p = self.mlp(self.embed(patch_params.to(self.adapters_dtype())))  # [N, hyper_dim]
+        return {name: torch.tanh(self.adapters[key](p)) + 1 for name, key in self.names.items()}  # Eq. 7
