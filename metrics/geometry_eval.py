@@ -163,7 +163,8 @@ def chamfer_to_source_meshes(
 ) -> dict:
     """For each source object: pick the closest of `num_candidates` samples (pixel MSE over `views` views),
     extract its mesh, and measure the Chamfer distance to the source mesh after normalizing both to a unit
-    box. Objects are split across ranks; the mean over objects is reported."""
+    box. Objects are split across ranks; the mean over objects is reported, and how many objects had no
+    surface to extract (`chamfer_failed`; those are left out of the mean)."""
     dataset = mu.get_dataset(opts)
     objects = load_source_objects(dataset)
     latents = mu.fake_latents(opts, list(range(num_candidates)), opts.G.z_dim)
@@ -172,11 +173,19 @@ def chamfer_to_source_meshes(
         for i in mu.rank_items(len(objects), opts):
             obj = objects[i]
             best = closest_sample(opts, dataset, obj['items'], latents, views)
-            sample_mesh = extract_sample_mesh(opts, latents[best], grid_resolution)
-            values.append(
-                gm.mesh_chamfer_distance(sample_mesh, load_mesh(obj['mesh']), num_points, seed=opts.seed)
-            )
+            try:
+                sample_mesh = extract_sample_mesh(opts, latents[best], grid_resolution)
+            except ValueError:  # no isosurface (e.g. constant density early in training): counted as failed
+                values.append(math.nan)
+            else:
+                mesh = load_mesh(obj['mesh'])
+                values.append(gm.mesh_chamfer_distance(sample_mesh, mesh, num_points, seed=opts.seed))
             bar.update(opts.num_gpus)
     gathered = mu.gather(torch.tensor(values, dtype=torch.float64, device=opts.device), opts)
     values = gathered[: len(objects)].double()
-    return dict(chamfer=values.mean().item(), chamfer_std=values.std().item() if len(values) > 1 else 0.0)
+    ok = values[values.isfinite()]
+    return dict(
+        chamfer=ok.mean().item() if len(ok) else math.nan,
+        chamfer_std=ok.std().item() if len(ok) > 1 else 0.0,
+        chamfer_failed=len(values) - len(ok),
+    )
