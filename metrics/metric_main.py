@@ -110,7 +110,9 @@ def kid_full(opts, num_gen: int, max_real: int = 1_000_000) -> dict:
     """KID of `num_gen` fakes against up to `max_real` reals (100 subsets of up to 1000)."""
     real = mu.compute_real_features(opts, max_items=max_real, capture_all=True).get_all()
     fake = mu.compute_fake_features(opts, num_gen, capture_all=True).get_all()
-    kid = kernel_inception.kernel_inception_distance(real, fake, 100, 1000, seed=opts.seed)
+    kid = kernel_inception.kernel_inception_distance(
+        real, fake, 100, 1000, seed=opts.seed, device=opts.device
+    )
     return {f'kid{num_gen // 1000}k_full': kid}
 
 

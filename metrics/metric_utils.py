@@ -119,8 +119,14 @@ def rank_items(num_items: int, opts: MetricOptions) -> list[int]:
     return [(i * opts.num_gpus + opts.rank) % num_items for i in range(per_rank)]
 
 
+class _Bar(tqdm.tqdm):
+    def update(self, n=1):
+        return super().update(min(n, self.total - self.n))  # the wrapped duplicates of the last batch
+
+
 def progress_bar(opts: MetricOptions, total: int, desc: str):
-    return tqdm.tqdm(total=total, desc=desc, unit='img', disable=not opts.progress, leave=False)
+    """A tqdm bar on rank 0 (when opts.progress) that never counts past `total`."""
+    return _Bar(total=total, desc=desc, unit='img', disable=not opts.progress, leave=False)
 
 
 # ----------------------------------------------------------------------------
@@ -318,7 +324,7 @@ def compute_real_features(opts: MetricOptions, max_items=None, capture_all=False
         for images, count, _items in iterate_real_images(opts, num_items, opts.batch_size):
             with torch.no_grad():
                 stats.append(gather(net(images), opts).cpu().numpy())
-            bar.update(min(count, num_items - bar.n))
+            bar.update(count)
     if cache_file and opts.rank == 0:
         os.makedirs(os.path.dirname(cache_file), exist_ok=True)
         stats.save(cache_file)
@@ -333,5 +339,5 @@ def compute_fake_features(opts: MetricOptions, num_items: int, capture_all=False
         for out, _camera, count, _items in render_fakes(opts, num_items, opts.batch_size, resolution):
             with torch.no_grad():
                 stats.append(gather(net(to_uint8(out.image)), opts).cpu().numpy())
-            bar.update(min(count, num_items - bar.n))
+            bar.update(count)
     return stats

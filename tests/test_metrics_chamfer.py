@@ -69,3 +69,15 @@ def test_chamfer_needs_source_meshes(tmp_path):
     opts = mu.MetricOptions(G=SphereDensityGenerator(), dataset_kwargs=data, device='cpu', data_workers=0)
     with pytest.raises(ValueError, match='rendered from known meshes'):
         geometry_eval.chamfer_to_source_meshes(opts)
+
+
+class ConstantDensityGenerator(SphereDensityGenerator):
+    def density(self, ws, points):
+        return torch.ones_like(points[..., :1])
+
+
+def test_chamfer_counts_samples_without_a_surface(tmp_path):
+    data = _mesh_dataset(str(tmp_path), trimesh.creation.icosphere())
+    opts = mu.MetricOptions(G=ConstantDensityGenerator(), dataset_kwargs=data, device='cpu', data_workers=0)
+    result = geometry_eval.chamfer_to_source_meshes(opts, num_candidates=2, views=1, grid_resolution=8)
+    assert result['chamfer_failed'] == 1 and math.isnan(result['chamfer'])

@@ -26,10 +26,11 @@ class RenderOutput(NamedTuple):
 class SphereGenerator(torch.nn.Module):
     """Analytic 'generator': a textured sphere whose radius and colour shift depend on z; or a billboard."""
 
-    def __init__(self, hue=0.0, flat=False, view_dependent=0.0):
+    def __init__(self, hue=0.0, flat=False, view_dependent=0.0, opaque_background=False):
         super().__init__()
         self.z_dim, self.img_resolution, self.scene_bounds = 3, RES, 1.0
         self.hue, self.flat, self.view_dependent = hue, flat, view_dependent
+        self.opaque_background = opaque_background  # like G without a background model: all pixels opaque
 
     def forward(
         self, z, camera, patch_params=None, resolution=None, noise_mode='random', foreground_only=False
@@ -45,7 +46,15 @@ class SphereGenerator(torch.nn.Module):
         depth = view['depth']
         if self.flat:
             depth = torch.where(view['opacity'] > 0.5, torch.full_like(depth, 2.5), depth)
-        return RenderOutput(image.clamp(-1, 1), depth, view['opacity'])
+        opacity = view['opacity']
+        if self.opaque_background:  # the background sits at the far bound, radius + b sqrt 3
+            far = (
+                camera.cam2world[:, :3, 3].norm(dim=-1)[:, None, None, None]
+                + math.sqrt(3) * self.scene_bounds
+            )
+            depth = torch.where(opacity > 0.5, depth, far.expand_as(depth) - 1e-3)
+            opacity = torch.ones_like(opacity)
+        return RenderOutput(image.clamp(-1, 1), depth, opacity)
 
 
 class ToyDataset(torch.utils.data.Dataset):
@@ -163,6 +172,11 @@ def test_nonflat_and_mvc(tmp_path):
     assert consistent['mvc'] < 0.01 and consistent['mvc_coverage'] > 0.2
     vd = mu.MetricOptions(**_kwargs(tmp_path, SphereGenerator(view_dependent=0.5)))
     assert geometry_eval.multiview_consistency(vd, num_items=8)['mvc'] > 5 * consistent['mvc']
+    # An opaque background at the far bound (G without a background model) is not counted as foreground.
+    opaque = mu.MetricOptions(**_kwargs(tmp_path, SphereGenerator(opaque_background=True)))
+    assert geometry_eval.nonflatness(opaque, num_items=8) == pytest.approx(sphere)
+    # (silhouette pixels differ slightly: bilinear lookups there mix in the far background instead of zeros)
+    assert geometry_eval.multiview_consistency(opaque, num_items=8) == pytest.approx(consistent, rel=0.05)
 
 
 def test_registry_names_errors_and_report(tmp_path):
@@ -227,3 +241,21 @@ def test_two_ranks_give_the_single_process_numbers(tmp_path):
         ranked = json.loads((tmp_path / f'rank{rank}.json').read_text())
         for m, values in single.items():
             assert ranked[m] == pytest.approx(values, rel=1e-5), (rank, m)
+
+
+def test_fake_cameras_from_dataset_poses_or_prior(tmp_path):
+    opts = mu.MetricOptions(**_kwargs(tmp_path))
+    cams = mu.fake_cameras(opts, 50)
+    dataset_positions = mu.get_dataset(opts).cameras().cam2world[:, :3, 3]
+    assert (
+        torch.cdist(cams.cam2world[:, :3, 3].double(), dataset_positions.double()).min(dim=1).values < 1e-6
+    ).all()
+    prior = dict(
+        class_name='training.cameras.make_camera_prior', kind='normal', radius=3.0, fov=20.0, yaw_std=0.1
+    )
+    opts = mu.MetricOptions(**_kwargs(tmp_path), camera_source='prior', camera_prior_kwargs=prior)
+    cams = mu.fake_cameras(opts, 50)
+    assert torch.allclose(cams.cam2world[:, :3, 3].norm(dim=-1), torch.full((50,), 3.0), atol=1e-5)
+    assert torch.equal(mu.fake_cameras(opts, 50).cam2world, cams.cam2world)  # seeded
+    with pytest.raises(ValueError, match='camera_prior_kwargs'):
+        mu.MetricOptions(**_kwargs(tmp_path), camera_source='prior')
