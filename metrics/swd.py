@@ -48,13 +48,25 @@ def laplacian_pyramid(images: torch.Tensor, min_res: int = 16) -> list[torch.Ten
     return levels
 
 
+def random_positions(N: int, H: int, W: int, count: int, size: int, generator=None, seeds=None):
+    """Top-left corners (y, x), each [N, count, 1, 1]; with `seeds` ([N] ints), image i's corners depend
+    only on seeds[i] (so they do not depend on batching or on the number of ranks)."""
+    if seeds is None:
+        y = torch.randint(0, H - size + 1, (N, count, 1, 1), generator=generator)
+        x = torch.randint(0, W - size + 1, (N, count, 1, 1), generator=generator)
+        return y, x
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    y = torch.stack([torch.randint(0, H - size + 1, (count, 1, 1), generator=g) for g in gens])
+    x = torch.stack([torch.randint(0, W - size + 1, (count, 1, 1), generator=g) for g in gens])
+    return y, x
+
+
 def random_neighbourhoods(
-    level: torch.Tensor, count: int = 128, size: int = 7, generator: torch.Generator | None = None
+    level: torch.Tensor, count: int = 128, size: int = 7, generator: torch.Generator | None = None, seeds=None
 ) -> torch.Tensor:
     """`count` random size x size patches per image, flattened. [N, C, H, W] -> [N * count, C, size, size]"""
     N, C, H, W = level.shape
-    y = torch.randint(0, H - size + 1, (N, count, 1, 1), generator=generator)
-    x = torch.randint(0, W - size + 1, (N, count, 1, 1), generator=generator)
+    y, x = random_positions(N, H, W, count, size, generator, seeds)
     offsets = torch.arange(size)
     index = (y + offsets[:, None]) * W + (x + offsets[None, :])  # [N, count, size, size]
     flat = level.reshape(N, 1, C, H * W).expand(N, count, C, H * W)
@@ -99,17 +111,19 @@ class SWDAccumulator:
 
     def __init__(self, nhoods_per_image=128, nhood_size=7, min_res=16, seed=0, max_items=None):
         self.nhoods_per_image, self.nhood_size, self.min_res = nhoods_per_image, nhood_size, min_res
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed, self.generator = seed, torch.Generator().manual_seed(seed)
         self.max_items, self.num_items = max_items, 0
         self.levels: list[list[torch.Tensor]] = []
 
-    def describe(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Raw descriptors of a batch, per level: [N, nhoods, C, size, size]."""
+    def describe(self, images: torch.Tensor, items: list[int] | None = None) -> list[torch.Tensor]:
+        """Raw descriptors of a batch, per level: [N, nhoods, C, size, size]. With `items` (the images' global
+        indices) the neighbourhoods of each image are drawn from (seed, item, level) alone."""
         misc.assert_shape(images, [None, None, None, None])
         N = images.shape[0]
         out = []
-        for level in laplacian_pyramid(images.to(torch.float32), self.min_res):
-            desc = random_neighbourhoods(level, self.nhoods_per_image, self.nhood_size, self.generator)
+        for i, level in enumerate(laplacian_pyramid(images.to(torch.float32), self.min_res)):
+            seeds = None if items is None else [(self.seed * 1_000_003 + item) * 31 + i for item in items]
+            desc = random_neighbourhoods(level, self.nhoods_per_image, self.nhood_size, self.generator, seeds)
             out.append(desc.reshape(N, self.nhoods_per_image, *desc.shape[1:]))  # [N, nhoods, C, s, s]
         return out
 
