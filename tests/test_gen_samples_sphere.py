@@ -348,3 +348,13 @@ def test_failed_mesh_render_keeps_the_mesh(snapshot, tmp_path, monkeypatch):
     assert (tmp_path / 'geometry-seed0000.ply').is_file() and not (
         tmp_path / 'geometry-seed0000.png'
     ).exists()
+
+
+def test_snapshot_without_g_ema(snapshot, tmp_path):
+    _, G = snapshot
+    path = tmp_path / 'only-g.pt'
+    checkpoint.save(
+        path, dict(format_version=checkpoint.FORMAT_VERSION, modules={'G': checkpoint.module_state(G)})
+    )
+    res = cli('geometry', '--network', path, '--outdir', tmp_path)
+    assert res.exit_code == 1 and 'holds no G_ema network (it holds: G)' in res.output, res.output
