@@ -324,13 +324,17 @@ def extract_mesh(
     chunk_size: int = 1 << 18,
     device='cpu',
     progress: bool = False,
+    close: bool = True,
 ) -> tuple[Mesh, dict]:
-    """Grid -> threshold (automatic when None) -> marching cubes -> vertex colours; also timings and stats."""
+    """Grid -> threshold (automatic when None) -> marching cubes -> vertex colours; also timings and stats.
+
+    close: cap surfaces cut by the box so the mesh is watertight (see `marching_cubes`).
+    """
     t0 = time.perf_counter()
     volume = sample_density_grid(density_fn, bounds, resolution, chunk_size, device, progress)
     t1 = time.perf_counter()
     level = auto_threshold(volume) if threshold is None else float(threshold)
-    mesh = marching_cubes(volume, level, bounds, method)
+    mesh = marching_cubes(volume, level, bounds, method, close)
     t2 = time.perf_counter()
     if color_fn is not None and len(mesh.vertices):
         mesh = mesh._replace(colors=vertex_colors(color_fn, mesh.vertices, device=device))
