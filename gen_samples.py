@@ -182,6 +182,9 @@ def _crop(ctx, param, value):
 @click.option(
     '--method', type=click.Choice(geometry.MC_METHODS), default=geometry.DEFAULT_MC_METHOD, show_default=True
 )
+@click.option(
+    '--cap/--no-cap', default=True, show_default=True, help='Close surfaces cut by the box (watertight mesh).'
+)
 @click.option('--render/--no-render', default=True, show_default=True, help='Also write a PNG of the mesh.')
 @click.option(
     '--render-resolution', type=click.IntRange(16, 4096), default=512, show_default=True, help='PNG size.'

@@ -348,3 +348,36 @@ def test_failed_mesh_render_keeps_the_mesh(snapshot, tmp_path, monkeypatch):
     assert (tmp_path / 'geometry-seed0000.ply').is_file() and not (
         tmp_path / 'geometry-seed0000.png'
     ).exists()
+
+
+def test_snapshot_without_g_ema(snapshot, tmp_path):
+    _, G = snapshot
+    path = tmp_path / 'only-g.pt'
+    checkpoint.save(
+        path, dict(format_version=checkpoint.FORMAT_VERSION, modules={'G': checkpoint.module_state(G)})
+    )
+    res = cli('geometry', '--network', path, '--outdir', tmp_path)
+    assert res.exit_code == 1 and 'holds no G_ema network (it holds: G)' in res.output, res.output
+
+
+def test_no_cap_leaves_cut_surfaces_open(snapshot, tmp_path):
+    path, _ = snapshot
+    crop = '-1,1,-1,0,-1,1'  # the lower half of the ball: open at y = 0 unless capped
+    for flag, watertight in (('--cap', True), ('--no-cap', False)):
+        out = tmp_path / flag
+        res = cli(
+            'geometry',
+            '--network',
+            path,
+            '--outdir',
+            out,
+            '--resolution',
+            24,
+            '--crop',
+            crop,
+            flag,
+            '--no-render',
+        )
+        assert res.exit_code == 0, res.output
+        mesh = trimesh.load(out / 'geometry-seed0000.ply', force='mesh', process=False)
+        assert mesh.is_watertight == watertight and mesh.vertices[:, 1].max() <= 1e-6

@@ -155,7 +155,7 @@ def depth(G, cfg, seeds, outdir, camera='front', resolution=None, device='cpu'):
 
 def mesh(
     G, cfg, seeds, outdir, resolution=256, threshold=None, fmt='ply', crop=None, method=None, render=True,
-    render_resolution=512, chunk_size=1 << 18, device='cpu',
+    render_resolution=512, chunk_size=1 << 18, cap=True, device='cpu',
 ):  # fmt: skip
     """Marching-cubes mesh per seed with vertex colours, its stats (.json) and a PNG render."""
     bounds = crop or geometry.cube_bounds(G.scene_bounds)
@@ -165,14 +165,16 @@ def mesh(
         ws = eg.seeds_to_ws(G, [seed], cfg.trunc, cfg.trunc_cutoff, device)
         density_fn, color_fn = eg.geometry_fns(G, eg.synthesize(G, ws))
         result, info = geometry.extract_mesh(
-            density_fn, bounds, resolution, threshold, color_fn, method, chunk_size, device, progress=True
+            density_fn, bounds, resolution, threshold, color_fn, method, chunk_size, device, True, cap
         )
         stem = os.path.join(outdir, eu.out_name('geometry', seed, ext=fmt)).rsplit('.', 1)[0]
         geometry.write_mesh(f'{stem}.{fmt}', result)
         timings = {
             k: info.pop(k) for k in ('density_s', 'marching_cubes_s', 'colors_s')
         }  # files stay deterministic
-        info.update(seed=seed, resolution=resolution, bounds=[list(b) for b in bounds], method=method)
+        info.update(
+            seed=seed, resolution=resolution, bounds=[list(b) for b in bounds], method=method, capped=cap
+        )
         with open(f'{stem}.json', 'w') as f:
             json.dump(info, f, indent=2)
         paths += [f'{stem}.{fmt}', f'{stem}.json']

@@ -34,8 +34,17 @@ def load_snapshot(path: str, device='cpu') -> tuple[torch.nn.Module, dict]:
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ExportError(f'--device {device}: CUDA is not available here; use --device cpu')
     try:
-        data = checkpoint.load(path)
-        G = checkpoint.load_network(path, 'G_ema', device=device)
+        data = checkpoint.load(path)  # read once: snapshots also hold D and optimizer states
+        modules = data.get('modules') or {}
+        if 'G_ema' not in modules:
+            held = ', '.join(sorted(modules)) or 'none'
+            raise ExportError(
+                f'snapshot "{path}" holds no G_ema network (it holds: {held}); pass a training snapshot'
+            )
+        G = checkpoint.build_module(modules['G_ema'], device=device, where=f'{path}: G_ema')
+        G.eval().requires_grad_(False)
+    except ExportError:
+        raise
     except FileNotFoundError:
         raise ExportError(
             f'snapshot "{path}" does not exist; pass --network <run>/network-snapshot-*.pt'

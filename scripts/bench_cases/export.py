@@ -28,6 +28,12 @@ def _device(args):
     return torch.device(getattr(args, 'device', None) or 'cpu')
 
 
+def _repeats(args, default: int) -> int:
+    """scripts/bench.py's --repeat (args is its EasyDict), else `default`."""
+    value = args.get('repeat') if isinstance(args, dict) else getattr(args, 'repeat', None)
+    return int(value or default)
+
+
 def _sync(device):
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
@@ -61,6 +67,7 @@ def _demo_generator(device):
 
 def _render_case(resolution: int, repeats: int):
     def case(args):
+        n = _repeats(args, repeats)
         device = _device(args)
         G, ws, planes = _demo_generator(device)
         camera = cameras.angles_to_camera(
@@ -68,10 +75,10 @@ def _render_case(resolution: int, repeats: int):
         )
         with torch.no_grad():  # a CPU needs no warm-up worth a full 512^2 render; a GPU does
             render = lambda: G.render(planes, camera, resolution=resolution, ws=ws)  # noqa: E731
-            wall, cpu = _timed(render, device, repeats, warmup=device.type == 'cuda')
+            wall, cpu = _timed(render, device, n, warmup=device.type == 'cuda')
         return dict(
             resolution=resolution, ms_per_image=1000 * statistics.median(wall),
-            cpu_ms_per_image=1000 * statistics.median(cpu), repeats=repeats, threads=torch.get_num_threads(),
+            cpu_ms_per_image=1000 * statistics.median(cpu), repeats=n,
         )  # fmt: skip
 
     return case
@@ -92,7 +99,7 @@ def geometry_case(args, resolution: int = 256):
     G, _ws, planes = _demo_generator(device)
     density_fn, color_fn = geometry_fns(G, planes)
     bounds = geometry.cube_bounds(G.scene_bounds)
-    result = dict(resolution=resolution, method=geometry.DEFAULT_MC_METHOD, threads=torch.get_num_threads())
+    result = dict(resolution=resolution, method=geometry.DEFAULT_MC_METHOD)
     _warm_up_marching_cubes()
     box = {}
     steps = dict(
@@ -118,7 +125,8 @@ def bumpy_field(points):
     return torch.nn.functional.softplus(60 * (0.6 + bump - r))
 
 
-def marching_cubes_case(args, resolution: int = 256, repeats: int = 3):
+def marching_cubes_case(args, resolution: int = 256):
+    repeats = _repeats(args, 3)
     bounds = geometry.cube_bounds(1.0)
     volume = geometry.sample_density_grid(bumpy_field, bounds, resolution)
     _warm_up_marching_cubes()
