@@ -96,6 +96,10 @@ def test_cli_errors(run, tmp_path):
             '--feature-net',
         ),
     ]
+    (tmp_path / 'empty').mkdir()
+    cases.append(
+        (['--run', str(run_dir), '--metrics', 'swd1k', '--data', str(tmp_path / 'empty')], 'no images found')
+    )
     for args, words in cases:
         result = runner.invoke(calc_metrics.main, args + ['--quiet'])
         assert result.exit_code != 0 and words in (result.output + str(result.exception)), (
