@@ -113,9 +113,9 @@ def images(**kw):
 
 @main.command()
 @common_options
-@click.option('--trajectory', type=trajectory_choice, default='orbit', show_default=True)
-@click.option('--frames', type=click.IntRange(min=1), default=120, show_default=True)
-@click.option('--fps', type=click.IntRange(min=1), default=30, show_default=True)
+@click.option('--trajectory', type=trajectory_choice, default='orbit', show_default=True, help='Camera path.')
+@click.option('--frames', type=click.IntRange(min=1), default=120, show_default=True, help='Video length.')
+@click.option('--fps', type=click.IntRange(min=1), default=30, show_default=True, help='Frames per second.')
 @resolution_option
 @samples_option
 @click.option('--grid-cols', type=click.IntRange(min=1), default=None, help='Columns of the seed grid.')
@@ -126,8 +126,10 @@ def video(**kw):
 
 @main.command()
 @common_options
-@click.option('--frames-per-seed', type=click.IntRange(min=1), default=30, show_default=True)
-@click.option('--fps', type=click.IntRange(min=1), default=30, show_default=True)
+@click.option(
+    '--frames-per-seed', type=click.IntRange(min=1), default=30, show_default=True, help='Frames per step.'
+)
+@click.option('--fps', type=click.IntRange(min=1), default=30, show_default=True, help='Frames per second.')
 @click.option(
     '--trajectory', type=trajectory_choice, default=None, help='Move the camera while interpolating.'
 )
@@ -168,13 +170,22 @@ def _crop(ctx, param, value):
 @click.option(
     '--threshold', type=float, default=None, help='Density iso-level [default: Otsu split of the density].'
 )
-@click.option('--format', 'fmt', type=click.Choice(geometry.MESH_FORMATS), default='ply', show_default=True)
+@click.option(
+    '--format',
+    'fmt',
+    type=click.Choice(geometry.MESH_FORMATS),
+    default='ply',
+    show_default=True,
+    help='Mesh file type (all keep vertex colours).',
+)
 @click.option('--crop', callback=_crop, default=None, help='Box x0,x1,y0,y1,z0,z1 (default: the scene box).')
 @click.option(
     '--method', type=click.Choice(geometry.MC_METHODS), default=geometry.DEFAULT_MC_METHOD, show_default=True
 )
 @click.option('--render/--no-render', default=True, show_default=True, help='Also write a PNG of the mesh.')
-@click.option('--render-resolution', type=click.IntRange(16, 4096), default=512, show_default=True)
+@click.option(
+    '--render-resolution', type=click.IntRange(16, 4096), default=512, show_default=True, help='PNG size.'
+)
 @click.option(
     '--chunk-size',
     type=click.IntRange(min=1024),

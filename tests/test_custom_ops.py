@@ -172,6 +172,7 @@ def test_select_cuda_archs():
     supported = ['7.5', '8.0', '8.6', '9.0', '10.0']
     assert custom_ops.select_cuda_archs('8.0;9.0+PTX', [], supported) == ['8.0', '9.0+PTX']
     assert custom_ops.select_cuda_archs('8.6 9.0', ['8.0'], supported) == ['8.6', '9.0']  # The list wins.
+    assert custom_ops.select_cuda_archs('9.0a;Hopper', [], supported) == ['9.0a', 'Hopper']
     assert custom_ops.select_cuda_archs(None, ['9.0', '8.0', '9.0'], supported) == ['8.0', '9.0']
     assert custom_ops.select_cuda_archs(None, [], ['8.0', '9.0']) == ['8.0', '9.0']  # Defaults, filtered.
     with pytest.raises(custom_ops.BuildError, match=r"\['7.0'\] are not supported .*CUDA 12"):

@@ -36,16 +36,24 @@ def test_rendered_box_matches_projected_corners(tmp_path):
     pitch = torch.tensor([1.5707963, 0.5, 2.6, 1.9])  # front, above, below, behind
     cam = cameras.angles_to_camera(yaw, pitch, 3.5, 45.0, dtype=torch.float64)
     np.save(tmp_path / 'labels.npy', cam.to_label().numpy())
+    np.save(tmp_path / 'mirrored.npy', cameras.mirror_camera(cam).to_label().numpy())
     run_python(f"""
         import numpy as np, pyvista as pv, sys
         sys.path.insert(0, 'scripts')
         import render_multiview as rm
-        labels = np.load({str(tmp_path / 'labels.npy')!r})
         r = rm.MeshRenderer(64, supersample=1)
+        def views(box, labels):
+            r.set_mesh(pv.Box(bounds=(box[0, 0], box[1, 0], box[0, 1], box[1, 1], box[0, 2], box[1, 2])).triangulate())
+            return np.stack([r.render(l[:16].reshape(4, 4), l[16:].reshape(3, 3))[..., 3] for l in labels])
         box = np.array({BOX.tolist()})
-        r.set_mesh(pv.Box(bounds=(box[0, 0], box[1, 0], box[0, 1], box[1, 1], box[0, 2], box[1, 2])).triangulate())
-        np.save({str(tmp_path / 'alpha.npy')!r}, np.stack([r.render(l[:16].reshape(4, 4), l[16:].reshape(3, 3))[..., 3] for l in labels]))
+        np.save({str(tmp_path / 'alpha.npy')!r}, views(box, np.load({str(tmp_path / 'labels.npy')!r})))
+        mirrored_box = np.sort(box * [-1, 1, 1], axis=0)  # the box reflected across x = 0
+        np.save({str(tmp_path / 'alpha_m.npy')!r}, views(mirrored_box, np.load({str(tmp_path / 'mirrored.npy')!r})))
     """)
+    # The mirrored camera sees the mirrored world as the x-flipped image (what dataset mirroring assumes).
+    alpha_m = np.load(tmp_path / 'alpha_m.npy')
+    flipped = np.load(tmp_path / 'alpha.npy')[:, :, ::-1]
+    assert ((alpha_m > 127) != (flipped > 127)).mean() < 0.005
     alpha = np.load(tmp_path / 'alpha.npy')  # [4, 64, 64]
     corners = torch.tensor(
         [[BOX[i, 0], BOX[j, 1], BOX[k, 2]] for i in (0, 1) for j in (0, 1) for k in (0, 1)]

@@ -38,6 +38,8 @@ STALE_AFTER_S = 60.0  # A lock file whose heartbeat is older than this is consid
 HEARTBEAT_S = 5.0  # How often the lock holder refreshes the lock file's mtime.
 DEFAULT_ARCHS = ['7.5', '8.0', '8.6', '8.9', '9.0']  # When no GPU is visible and no list is given.
 _OK_MARKER = 'BUILD_OK.json'
+BASE_CFLAGS = ['-O3']  # Always passed to the C++ compiler (part of the cache hash).
+BASE_CUDA_CFLAGS = ['-O3']  # Always passed to nvcc (part of the cache hash).
 
 _plugins = {}  # get_plugin's arguments -> loaded module, for this process.
 _failures = {}  # get_plugin's arguments -> BuildError, so a failed build is not retried in this process.
@@ -114,8 +116,9 @@ def select_cuda_archs(requested: str | None, visible: list[str], supported: list
     since a kernel for them is needed) or are dropped (defaults).
     """
 
-    def base(a):
-        return a.replace('+PTX', '')
+    def base(a):  # '9.0a+PTX' -> '9.0'; names such as 'Hopper' pass through unchecked.
+        a = a.replace('+PTX', '').rstrip('abf')
+        return a if a.replace('.', '').isdigit() else supported[-1] if supported else a
 
     if requested:
         wanted, must = [a for a in requested.replace(';', ' ').split() if a], True
@@ -289,7 +292,8 @@ def _build_spec(name, paths, with_cuda, extra_cflags, extra_cuda_cflags, extra_i
         digest.update(os.path.basename(path).encode() + b'\0')
         with open(path, 'rb') as f:
             digest.update(f.read() + b'\0')
-    meta = [torch.__version__, torch.version.cuda, sys.version, archs, extra_cflags, extra_cuda_cflags]
+    flags = [BASE_CFLAGS, extra_cflags, BASE_CUDA_CFLAGS, extra_cuda_cflags]
+    meta = [torch.__version__, torch.version.cuda, sys.version, archs, flags]
     digest.update(json.dumps(meta + [list(extra_include_paths)]).encode())
     return archs, digest.hexdigest()[:16]
 
@@ -342,8 +346,8 @@ def _compile(
         module = cpp_extension.load(
             name=module_name,
             sources=[os.path.join(build_dir, os.path.basename(s)) for s in sources],
-            extra_cflags=['-O3', *extra_cflags],
-            extra_cuda_cflags=['-O3', '--use_fast_math', *extra_cuda_cflags] if archs else None,
+            extra_cflags=[*BASE_CFLAGS, *extra_cflags],
+            extra_cuda_cflags=[*BASE_CUDA_CFLAGS, *extra_cuda_cflags] if archs else None,
             extra_include_paths=list(includes),
             build_directory=build_dir,
             verbose=verbose,
@@ -437,6 +441,20 @@ def get_plugin_or_none(op_name, module_name, sources, **kwargs):
     except BuildError as err:
         warn_fallback_once(op_name, f'its extension could not be built: {err}')
         return None
+
+
+def load_cuda_twin(op_name: str, x: torch.Tensor, recipe: dict):
+    """The compiled module of an op's CUDA twin for input `x`, or None after one warning when it cannot run.
+
+    `recipe` holds get_plugin's arguments (module_name, sources, headers, source_dir, ...); an op module
+    exposes it as `PLUGIN` so that `python -m torch_utils.custom_ops <op>` can pre-build it. Typical use:
+        plugin = custom_ops.load_cuda_twin('volume_render', x, PLUGIN) if impl == 'cuda' else None
+        if plugin is None: return _ref(...)
+    """
+    if x.device.type != 'cuda':
+        warn_fallback_once(op_name, 'the input is not on a CUDA device')
+        return None
+    return get_plugin_or_none(op_name, **recipe)
 
 
 # ----------------------------------------------------------------------------

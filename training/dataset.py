@@ -267,9 +267,9 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self._source = _Source(self.path)
         names = self._source.image_names
         if not names:
-            raise DatasetError(
-                f'{self.path}: no images found ({", ".join(IMAGE_EXTENSIONS)}); check the path'
-            )
+            inner = os.path.join(self.path, 'dataset.zip')
+            hint = f'pass {inner}' if os.path.isfile(inner) else 'check the path'
+            raise DatasetError(f'{self.path}: no images found ({", ".join(IMAGE_EXTENSIONS)}); {hint}')
         if max_size is not None and max_size < len(names):
             idx = np.sort(np.random.RandomState(random_seed).permutation(len(names))[:max_size])
             names = [names[i] for i in idx]

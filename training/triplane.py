@@ -16,8 +16,8 @@ import torch
 import torch.utils.checkpoint
 
 from torch_utils import misc
-from torch_utils.ops import upfirdn2d
-from training.layers import FullyConnectedLayer, modulated_conv2d
+from torch_utils.ops import conv2d_resample, upfirdn2d
+from training.layers import FullyConnectedLayer
 
 PLANE_NAMES = ('xy', 'xz', 'yz')
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))  # (width axis, height axis) of each plane, as indices into (x, y, z)
@@ -130,11 +130,43 @@ def bias_act_inplace(x, b, alpha=0.2, gain=math.sqrt(2), clamp=None):
     return _BiasActInplace.apply(x, b, alpha, gain, clamp)
 
 
-def _fused_modconv(x: torch.Tensor) -> bool:
-    """Per-sample modulated weights (one grouped conv) unless backward will need them for a batch > 1:
-    then scaling activations instead saves far less (at 512 channels a batch of 4 modulated 3x3 weights
-    is 38 MB per layer, more than the activations of every layer up to 64^2)."""
-    return x.shape[0] == 1 or not torch.is_grad_enabled()
+def modulated_conv(x, weight, styles, up=1, padding=0, resample_filter=None, demodulate=True):
+    """StyleGAN2 modulated conv (as `layers.modulated_conv2d`) choosing the form that keeps least for backward.
+
+    x [N, Cin, H, W], weight [Cout, Cin, k, k], styles [N, Cin]. Demodulation coefficients come from
+    d[n, o] = rsqrt(sum_i s[n, i]^2 sum_k W[o, i, k]^2), never from the materialized [N, Cout, Cin, k, k]
+    product. Fused (one grouped conv on per-sample weights) keeps that product (N Cout Cin k^2 floats);
+    unfused (scale activations, shared conv, scale outputs) keeps its scaled input and its output: the
+    smaller one is used when gradients are recorded (at 512 channels and 32^2 that saves 36 MB a layer).
+    """
+    N, Cin, H, W = x.shape
+    Cout, _, kh, kw = weight.shape
+    misc.assert_shape(styles, [N, Cin])
+    flip_weight = up == 1  # transposed-conv friendly kernel orientation when upsampling
+    dcoefs = None
+    if demodulate:
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, Cout]
+    fused = N == 1 or not torch.is_grad_enabled() or Cout * Cin * kh * kw <= (Cin + Cout * up * up) * H * W
+    if not fused:
+        x = conv2d_resample.conv2d_resample(
+            x * styles.reshape(N, Cin, 1, 1), weight, resample_filter, up=up, padding=padding,
+            flip_weight=flip_weight,
+        )  # fmt: skip
+        return x * dcoefs.reshape(N, Cout, 1, 1) if demodulate else x
+    scale = (
+        styles[:, None, :] if dcoefs is None else styles[:, None, :] * dcoefs[:, :, None]
+    )  # [N, Cout|1, Cin]
+    w = (weight[None] * scale[..., None, None]).reshape(N * Cout, Cin, kh, kw)  # [N*Cout, Cin, kh, kw]
+    x = conv2d_resample.conv2d_resample(
+        x.reshape(1, N * Cin, H, W),
+        w,
+        resample_filter,
+        up=up,
+        padding=padding,
+        groups=N,
+        flip_weight=flip_weight,
+    )  # [1, N*Cout, H', W']
+    return x.reshape(N, Cout, *x.shape[2:])
 
 
 class SynthesisLayer(torch.nn.Module):
@@ -155,10 +187,9 @@ class SynthesisLayer(torch.nn.Module):
     def forward(self, x, w, noise_mode='random'):
         N = x.shape[0]
         styles = self.affine(w)  # [N, Cin]
-        x = modulated_conv2d(
-            x, self.weight, styles, up=self.up, padding=1, resample_filter=self.resample_filter,
-            flip_weight=(self.up == 1), fused_modconv=_fused_modconv(x),
-        )  # fmt: skip
+        x = modulated_conv(
+            x, self.weight, styles, up=self.up, padding=1, resample_filter=self.resample_filter
+        )
         if self.use_noise and noise_mode != 'none':
             if noise_mode == 'random':
                 noise = torch.randn(N, 1, self.resolution, self.resolution, dtype=x.dtype, device=x.device)
@@ -181,7 +212,7 @@ class ToPlanesLayer(torch.nn.Module):
 
     def forward(self, x, w):
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=_fused_modconv(x))
+        x = modulated_conv(x, self.weight, styles, demodulate=False)
         return bias_act_inplace(x, self.bias, alpha=1, gain=1, clamp=self.conv_clamp)
 
 
