@@ -100,17 +100,22 @@ class TriPlaneDecoder(torch.nn.Module):
         return x.transpose(1, 2)  # [N, P, 4]
 
     def activate(self, raw: torch.Tensor, noise_std: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw outputs [N, P, 4] -> (rgb [N, P, 3] in [-1, 1], sigma [N, P, 1] >= 0).
+        """Raw outputs [N, P, 4] -> (rgb [N, P, 3] in [-1, 1], sigma [N, P, 1] >= 0); see `activate_outputs`."""
+        return activate_outputs(raw, self.density_shift, noise_std)
 
-        Density: softplus(raw + shift + noise_std * n), n ~ N(0, 1) (noise regularizes early training).
-        """
-        # DEVIATION: colours go through a (slightly widened) sigmoid so images stay in [-1, 1] as the
-        # interface promises; the public EpiGRAF code leaves them unbounded.
-        rgb = torch.sigmoid(raw[..., :3]) * (2 + 2e-3) - (1 + 1e-3)
-        logit = raw[..., 3:] + self.density_shift
-        if noise_std > 0:
-            logit = logit + noise_std * torch.randn_like(logit)
-        return rgb, torch.nn.functional.softplus(logit)
+
+def activate_outputs(raw: torch.Tensor, density_shift: float = 0.0, noise_std: float = 0.0):
+    """Raw field outputs [N, P, 4] -> (rgb [N, P, 3] in [-1, 1], sigma [N, P, 1] >= 0).
+
+    Density: softplus(raw + shift + noise_std * n), n ~ N(0, 1) (the noise regularizes early training).
+    """
+    # DEVIATION: colours go through a (slightly widened) sigmoid so images stay in [-1, 1] as the
+    # interface promises; the public EpiGRAF code leaves them unbounded.
+    rgb = torch.sigmoid(raw[..., :3]) * (2 + 2e-3) - (1 + 1e-3)
+    logit = raw[..., 3:] + density_shift
+    if noise_std > 0:
+        logit = logit + noise_std * torch.randn_like(logit)
+    return rgb, torch.nn.functional.softplus(logit)
 
 
 # ----------------------------------------------------------------------------
