@@ -134,25 +134,34 @@ class SWDAccumulator:
             raise ValueError('all images of an SWD set must have one resolution')
         keep = levels[0].shape[0] if self.max_items is None else max(self.max_items - self.num_items, 0)
         for store, desc in zip(self.levels, levels):
-            store.append(desc[:keep].flatten(0, 1).cpu())  # [keep * nhoods, C, s, s]
+            # float16 halves the host memory (16384 images at 256^2: ~6 GB per set instead of ~12 GB); its
+            # ~3 significant digits are far finer than the SWD's own sampling noise.
+            store.append(desc[:keep].flatten(0, 1).to(torch.float16).cpu())  # [keep * nhoods, C, s, s]
         self.num_items += min(keep, levels[0].shape[0])
 
     def append(self, images: torch.Tensor) -> None:
         self.append_descriptors(self.describe(images))
 
-    def descriptors(self) -> list[torch.Tensor]:
-        """Normalized descriptors per level, each [num_images * nhoods, C * size * size]."""
-        return [normalize_descriptors(torch.cat(store)) for store in self.levels]
+    @property
+    def num_levels(self) -> int:
+        return len(self.levels)
+
+    def level_descriptors(self, level: int) -> torch.Tensor:
+        """Normalized float32 descriptors of one level: [num_images * nhoods, C * size * size]."""
+        return normalize_descriptors(torch.cat(self.levels[level]).to(torch.float32))
 
 
 def swd_between(real: SWDAccumulator, fake: SWDAccumulator, seed: int = 0) -> dict:
-    """Per-level SWD x 1e3 (from the finest band to the low-pass residual) and their mean."""
+    """Per-level SWD x 1e3 (from the finest band to the low-pass residual) and their mean.
+
+    Levels are normalized and compared one at a time, so only one level is held in float32 at once.
+    """
     generator = torch.Generator().manual_seed(seed)
-    real_desc, fake_desc = real.descriptors(), fake.descriptors()
-    if len(real_desc) != len(fake_desc):
+    if real.num_levels != fake.num_levels:
         raise ValueError('real and fake images must have the same resolution for SWD')
     per_level = []
-    for a, b in zip(real_desc, fake_desc):
+    for level in range(real.num_levels):
+        a, b = real.level_descriptors(level), fake.level_descriptors(level)
         n = min(a.shape[0], b.shape[0])
         per_level.append(1e3 * sliced_wasserstein(a[:n], b[:n], generator=generator))
     return dict(swd_levels=per_level, swd_mean=float(np.mean(per_level)))

@@ -259,3 +259,19 @@ def test_fake_cameras_from_dataset_poses_or_prior(tmp_path):
     assert torch.equal(mu.fake_cameras(opts, 50).cam2world, cams.cam2world)  # seeded
     with pytest.raises(ValueError, match='camera_prior_kwargs'):
         mu.MetricOptions(**_kwargs(tmp_path), camera_source='prior')
+
+
+@pytest.mark.gpu
+def test_cuda_gives_the_cpu_numbers(tmp_path):
+    def run(device):
+        opts = mu.MetricOptions(**dict(_kwargs(tmp_path), device=device, cache=False))
+        return dict(
+            fid=metric_main.fid_full(opts, 64), kid=metric_main.kid_full(opts, 64), pr=metric_main.pr_full(opts, 64),
+            swd=metric_main.sliced_wasserstein(opts, 16), mvc=geometry_eval.multiview_consistency(opts, 8),
+            nonflat=geometry_eval.nonflatness(opts, 8),
+        )  # fmt: skip
+
+    cpu, cuda = run('cpu'), run('cuda')
+    for name, values in cpu.items():
+        tolerance = 1 / 32 if name == 'pr' else 1e-4  # one of 64 points may flip at a k-NN radius
+        assert cuda[name] == pytest.approx(values, rel=1e-3, abs=tolerance), name

@@ -74,44 +74,45 @@ def load_dataset_preset(name: str, source: str) -> dict:
 
 
 def derive_training_kwargs(opts, data_path, num_gpus: int, preset_source: str) -> dnnlib.EasyDict:
-    """Everything a training process needs, as plain data."""
+    """Everything a training process needs, as plain data (opens the dataset once to check it)."""
     dp = load_dataset_preset(opts.dataset, preset_source)
+    mirror = dp['mirror'] if opts.mirror is None else bool(opts.mirror)
+    data_path = data_path if data_path is not None else dp['path']
+    c = model_kwargs(opts, dp, opts.batch_gpu or opts.batch // num_gpus, preset_source)
+    ds = load_dataset(data_path, dp, mirror, preset_source)
+    c.update(mirror=mirror, data=os.path.abspath(data_path), dataset_size=len(ds))
+    c.dataset_kwargs = dict(
+        class_name=DATASET_CLASS, path=c.data, resolution=dp['resolution'], mirror=mirror,
+        background=dp['background'],
+    )  # fmt: skip
+    return c
+
+
+def model_kwargs(opts, dp: dict, batch_gpu: int, source: str) -> dnnlib.EasyDict:
+    """The options plus the kwargs of G, D, the loss, augmentation, ADA, the camera prior and the sampler."""
     R = dp['resolution']
     if opts.patch_res > R:
         raise config.ConfigError(f'--patch-res {opts.patch_res} is larger than the image resolution {R}')
-    mirror = dp['mirror'] if opts.mirror is None else bool(opts.mirror)
-    data_path = data_path if data_path is not None else dp['path']
-    ds = load_dataset(data_path, dp, mirror, preset_source)
     c = dnnlib.EasyDict(opts)
-    c.mirror = mirror
-    c.batch_gpu = opts.batch_gpu or opts.batch // num_gpus
-    c.data = os.path.abspath(data_path)
+    c.batch_gpu = batch_gpu
     c.dataset_preset = dp
-    c.dataset_size = len(ds)
-    c.dataset_kwargs = dict(
-        class_name=DATASET_CLASS, path=c.data, resolution=R, mirror=mirror, background=dp['background']
-    )
     c.camera_prior_kwargs = dict(
         class_name='training.cameras.make_camera_prior', kind=dp['camera_prior'],
         radius=dp['radius'], fov=dp['fov'], **dp['camera_prior_kwargs'],
     )  # fmt: skip
-    c.G_kwargs = _generator_kwargs(opts, dp, preset_source)
-    c.D_kwargs = _discriminator_kwargs(opts, R, preset_source)
-    c.sampler_kwargs = _sampler_kwargs(opts, R, c.D_kwargs, c.batch_gpu)
-    c.loss_kwargs = _loss_kwargs(opts, preset_source)
-    init_p = opts.p if opts.aug == 'fixed' else 0.0
-    c.augment_kwargs = (
-        None if opts.aug == 'noaug' else dict(class_name=AUGMENT_CLASS, init_p=init_p, **opts.augment_kwargs)
-    )
-    if c.augment_kwargs is not None:
-        check_kwargs(AUGMENT_CLASS, opts.augment_kwargs, f'{preset_source}: augment_kwargs')
+    c.G_kwargs = _generator_kwargs(opts, dp, source)
+    c.D_kwargs = _discriminator_kwargs(opts, R, source)
+    c.sampler_kwargs = _sampler_kwargs(opts, R, c.D_kwargs, batch_gpu)
+    c.loss_kwargs = _loss_kwargs(opts, source)
+    c.augment_kwargs = None
+    if opts.aug != 'noaug':
+        check_kwargs(AUGMENT_CLASS, opts.augment_kwargs, f'{source}: augment_kwargs')
+        init_p = opts.p if opts.aug == 'fixed' else 0.0
+        c.augment_kwargs = dict(class_name=AUGMENT_CLASS, init_p=init_p, **opts.augment_kwargs)
     c.ada_kwargs = dict(
-        class_name=ADA_CLASS,
-        target=opts.target,
-        interval=opts.ada_interval,
-        speed_kimg=opts.ada_kimg,
+        class_name=ADA_CLASS, target=opts.target, interval=opts.ada_interval, speed_kimg=opts.ada_kimg,
         batch_size=opts.batch,
-    )
+    )  # fmt: skip
     return c
 
 

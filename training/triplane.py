@@ -16,7 +16,7 @@ import torch
 import torch.utils.checkpoint
 
 from torch_utils import misc
-from torch_utils.ops import conv2d_resample, upfirdn2d
+from torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
 from training.layers import FullyConnectedLayer
 
 PLANE_NAMES = ('xy', 'xz', 'yz')
@@ -76,6 +76,28 @@ class TriPlaneDecoder(torch.nn.Module):
         x = features.mean(dim=1).reshape(N * P, C)  # [N*P, C]: mean over the three planes
         x = self.out(self.hidden(x))  # [N*P, 4]
         return x.reshape(N, P, 4)
+
+    def decode(self, planes: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """`forward(sample_triplane(planes, coords))` without its transposes: [N, 3, C, H, W], [N, P, 3] -> [N, P, 4].
+
+        Works in the grid_sample layout [N, C, P]; the mean over planes and the hidden activation's gain are
+        folded into the weights, bias and leaky ReLU are applied in place.
+        """
+        N, _, C, H, W = planes.shape
+        P = coords.shape[1]
+        grid = project_onto_planes(coords).reshape(N * 3, 1, P, 2)  # [N*3, 1, P, 2]
+        feats = torch.nn.functional.grid_sample(
+            planes.reshape(N * 3, C, H, W), grid, mode='bilinear', padding_mode='zeros', align_corners=False
+        )  # [N*3, C, 1, P]
+        feats = feats.reshape(N, 3, C, P).sum(dim=1)  # [N, C, P]: 3x the mean over planes
+        hidden, out = self.hidden, self.out
+        w1 = hidden.weight * (hidden.weight_gain / 3)  # [64, C]
+        x = torch.bmm(w1.expand(N, -1, -1), feats).add_(hidden.bias[:, None] * hidden.bias_gain)  # [N, 64, P]
+        x = torch.nn.functional.leaky_relu_(x, 0.2)
+        gain = bias_act.activation_funcs['lrelu'].def_gain
+        w2 = out.weight * (out.weight_gain * gain)  # [4, 64]
+        x = torch.bmm(w2.expand(N, -1, -1), x).add_(out.bias[:, None] * out.bias_gain)  # [N, 4, P]
+        return x.transpose(1, 2)  # [N, P, 4]
 
     def activate(self, raw: torch.Tensor, noise_std: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw outputs [N, P, 4] -> (rgb [N, P, 3] in [-1, 1], sigma [N, P, 1] >= 0).

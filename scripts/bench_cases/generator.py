@@ -20,7 +20,8 @@ from training.generator import Generator
 CONFIGS = {
     # Paper: R = 256, r = 64, Rp = 512, 48 + 48 samples, batch 4 (all other sizes are the defaults).
     'paper': dict(batch=4, G=dict()),
-    # Demo-like: 64^2 images, 32^2 patches, 64^2 planes of 16 channels, 24 + 24 samples, batch 8.
+    # Demo-like (configs/demo.yaml: 64^2 images, 32^2 patches, 64^2 planes, 12 + 12 samples, batch 8) with
+    # narrow synthesis channels and 16-channel planes.
     'demo': dict(
         batch=8,
         G=dict(
