@@ -151,7 +151,10 @@ def interp(**kw):
 @resolution_option
 @samples_option
 def depth(**kw):
-    """Depth and opacity maps of the foreground: colourised PNGs and raw .npy."""
+    """Depth and opacity maps of the foreground: colourised PNGs and raw float32 .npy [H, W].
+
+    Depth is the expected distance along each pixel's ray (world units), opacity the accumulated alpha.
+    """
     run(export_commands.depth, **kw)
 
 

@@ -198,8 +198,11 @@ def background_value(G) -> float | None:
     return rendering.BACKGROUND_COLOURS.get(name) if isinstance(name, str) else None
 
 
-def geometry_fns(G, planes: torch.Tensor, chunk_size: int = 1 << 16):
-    """(density_fn, color_fn) of one latent's tri-planes [1, ...] for training/geometry.py."""
+def geometry_fns(G, planes: torch.Tensor, chunk_size: int | None = None):
+    """(density_fn, color_fn) of one latent's tri-planes [1, ...] for training/geometry.py.
+
+    chunk_size: points G decodes at once (None: G's own point_chunk); the grid's chunks bound the rest.
+    """
     misc.assert_shape(planes, [1, 3, None, None, None])
 
     def density_fn(points):
