@@ -15,6 +15,7 @@ import dnnlib
 from metrics import metric_main
 from torch_utils import checkpoint, distributed
 from training import run_dir as run_dirs
+from training.dataset import DatasetError
 
 DATASET_CLASS = 'training.dataset.ImageFolderDataset'
 
@@ -165,6 +166,10 @@ def main(network, run, snapshots, metrics, data, mirror, gpus, feature_net, came
         raise click.ClickException(
             f'--metrics: unknown {invalid}; valid: {", ".join(metric_main.list_valid_metrics())}'
         )
+    if feature_net and '://' not in feature_net and not os.path.isfile(feature_net):
+        raise click.ClickException(
+            f'--feature-net {feature_net}: no such file (give an FID Inception state_dict)'
+        )
     paths, run_dir = resolve_snapshots(network, run, snapshots)
     options = find_training_options(run_dir, paths[-1])
     common = dict(
@@ -182,6 +187,12 @@ def main(network, run, snapshots, metrics, data, mirror, gpus, feature_net, came
         distributed.spawn(_evaluate_and_save, gpus, paths, metrics, run_dir, common, verbose, out_json)
         with open(out_json) as f:
             rows = json.load(f)
+    except (
+        ValueError,
+        OSError,
+        DatasetError,
+    ) as err:  # a user's mistake (data, weights, options): one line, no traceback
+        raise click.ClickException(f'{type(err).__name__}: {err}') from err
     finally:
         if os.path.exists(out_json):
             os.remove(out_json)

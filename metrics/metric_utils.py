@@ -119,8 +119,14 @@ def rank_items(num_items: int, opts: MetricOptions) -> list[int]:
     return [(i * opts.num_gpus + opts.rank) % num_items for i in range(per_rank)]
 
 
+class _Bar(tqdm.tqdm):
+    def update(self, n=1):
+        return super().update(min(n, self.total - self.n))  # the wrapped duplicates of the last batch
+
+
 def progress_bar(opts: MetricOptions, total: int, desc: str):
-    return tqdm.tqdm(total=total, desc=desc, unit='img', disable=not opts.progress, leave=False)
+    """A tqdm bar on rank 0 (when opts.progress) that never counts past `total`."""
+    return _Bar(total=total, desc=desc, unit='img', disable=not opts.progress, leave=False)
 
 
 # ----------------------------------------------------------------------------
@@ -197,17 +203,18 @@ class FeatureStats:
 
 
 def iterate_real_images(opts: MetricOptions, num_items: int, batch_size: int):
-    """Batches of this rank's real images, and how many global items each batch stands for."""
+    """Batches of this rank's real images: (images, how many global items the batch stands for, item indices)."""
     dataset = get_dataset(opts)
-    subset = torch.utils.data.Subset(dataset, rank_items(num_items, opts))
+    items = rank_items(num_items, opts)
+    subset = torch.utils.data.Subset(dataset, items)
     loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=opts.data_workers)
-    for images, _labels in loader:
+    for start, (images, _labels) in zip(range(0, len(items), batch_size), loader):
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(
                 f'the dataset must give uint8 [3, R, R] images, got {images.dtype} {list(images.shape[1:])}'
             )
-        yield images.to(opts.device), images.shape[0] * opts.num_gpus
+        yield images.to(opts.device), images.shape[0] * opts.num_gpus, items[start : start + batch_size]
 
 
 def fake_latents(opts: MetricOptions, items: list[int], z_dim: int) -> torch.Tensor:
@@ -246,7 +253,8 @@ def render_fakes(
     camera_transform=None,
     **render_kwargs,
 ):
-    """Batches of this rank's fake renders: (RenderOutput of `batch_size` items, their cameras, global count).
+    """Batches of this rank's fake renders: (RenderOutput of `batch_size` items, their cameras, global count,
+    item indices).
 
     G renders `opts.batch_gen` items at a time; the renders of a batch are concatenated.
     `camera_transform(camera) -> camera` moves each item's camera (the latents stay those of the items).
@@ -268,7 +276,7 @@ def render_fakes(
                 out = G(z, cam, resolution=resolution, noise_mode='const', **opts.G_kwargs, **render_kwargs)
             outputs.append(out)
         merged = {k: torch.cat([getattr(o, k) for o in outputs]) for k in ('image', 'depth', 'opacity')}
-        yield dnnlib.EasyDict(merged), camera, len(batch) * opts.num_gpus
+        yield dnnlib.EasyDict(merged), camera, len(batch) * opts.num_gpus, batch
 
 
 # ----------------------------------------------------------------------------
@@ -313,10 +321,10 @@ def compute_real_features(opts: MetricOptions, max_items=None, capture_all=False
         return FeatureStats.load(cache_file, capture_all, capture_mean_cov, num_items)
     stats = FeatureStats(capture_all, capture_mean_cov, max_items=num_items)
     with progress_bar(opts, num_items, 'real features') as bar:
-        for images, count in iterate_real_images(opts, num_items, opts.batch_size):
+        for images, count, _items in iterate_real_images(opts, num_items, opts.batch_size):
             with torch.no_grad():
                 stats.append(gather(net(images), opts).cpu().numpy())
-            bar.update(min(count, num_items - bar.n))
+            bar.update(count)
     if cache_file and opts.rank == 0:
         os.makedirs(os.path.dirname(cache_file), exist_ok=True)
         stats.save(cache_file)
@@ -328,8 +336,8 @@ def compute_fake_features(opts: MetricOptions, num_items: int, capture_all=False
     net, resolution = get_feature_net(opts), int(get_dataset(opts).resolution)
     stats = FeatureStats(capture_all, capture_mean_cov, max_items=num_items)
     with progress_bar(opts, num_items, 'fake features') as bar:
-        for out, _camera, count in render_fakes(opts, num_items, opts.batch_size, resolution):
+        for out, _camera, count, _items in render_fakes(opts, num_items, opts.batch_size, resolution):
             with torch.no_grad():
                 stats.append(gather(net(to_uint8(out.image)), opts).cpu().numpy())
-            bar.update(min(count, num_items - bar.n))
+            bar.update(count)
     return stats

@@ -87,6 +87,7 @@ def convert(source, dest, resolution, crop, channels, background, max_images):
     """Normalize images to one square resolution; labels are carried (crop/pad updates the intrinsics)."""
     import dataset_ops as ops
     import numpy as np
+    import tqdm
 
     from training.dataset import DatasetError, parse_background
 
@@ -98,7 +99,7 @@ def convert(source, dest, resolution, crop, channels, background, max_images):
     labels, fmt = ops.labels_for(names, json_raw, where)
     entries, out_size = [], None
     with AtomicZip(dest) as zf:
-        for i, name in enumerate(names):
+        for i, name in enumerate(tqdm.tqdm(names, desc='convert', unit='img', disable=None, leave=False)):
             img = ops.load_for_convert(read(name), f'{source}:{name}', channels, bg)
             W, H = img.size
             box = ops.square_box(W, H, crop, f'{source}:{name}')
@@ -134,11 +135,12 @@ def validate(data, plot):
     """Check every image and label and print a report: the thing to run before a long training run."""
     import dataset_ops as ops
     import numpy as np
+    import tqdm
 
     from training.dataset import ImageFolderDataset
 
     ds = ImageFolderDataset(data, check_all_sizes=True)
-    for i in range(ds.num_raw_images):
+    for i in tqdm.trange(ds.num_raw_images, desc='validate', unit='img', disable=None, leave=False):
         ds.load_image(i)  # decodes every image: names a corrupt file
     s = ops.pose_statistics(ds.labels)
 

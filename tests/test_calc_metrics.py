@@ -64,22 +64,16 @@ def run(tmp_path, monkeypatch):
 
 def test_standalone_equals_in_training(run):
     run_dir, G, dataset_kwargs = run
-    in_training = {
-        m: metric_main.calc_metric(
-            m, G=G, dataset_kwargs=dataset_kwargs, num_gpus=1, rank=0, device='cpu', batch_gen=64
-        ).results
-        for m in ('swd1k', 'mvc')
-    }
-    assert G.training  # calc_metric restores the mode it found
-    result = CliRunner().invoke(
-        calc_metrics.main, ['--run', str(run_dir), '--metrics', 'swd1k,mvc', '--batch-gen', '64', '--quiet']
-    )
+    in_training = metric_main.calc_metric(
+        'swd1k', G=G, dataset_kwargs=dataset_kwargs, num_gpus=1, rank=0, device='cpu', batch_gen=64
+    ).results  # G in train mode (ray jitter on): calc_metric evaluates in eval mode
+    assert G.training  # and restores the mode it found
+    result = CliRunner().invoke(calc_metrics.main, ['--run', str(run_dir), '--metrics', 'swd1k', '--quiet'])
     assert result.exit_code == 0, result.output
-    for m in ('swd1k', 'mvc'):
-        line = json.loads((run_dir / f'metric-{m}.jsonl').read_text().splitlines()[-1])
-        assert line['snapshot_pkl'] == 'network-snapshot-000004.pt'
-        assert line['results'] == pytest.approx(dict(in_training[m]), rel=1e-6), m
-    assert 'swd1k_avg' in result.output and 'mvc_coverage' in result.output
+    line = json.loads((run_dir / 'metric-swd1k.jsonl').read_text().splitlines()[-1])
+    assert line['snapshot_pkl'] == 'network-snapshot-000004.pt'
+    assert line['results'] == pytest.approx(dict(in_training), rel=1e-6)
+    assert 'swd1k_avg' in result.output
 
 
 def test_cli_errors(run, tmp_path):
@@ -96,6 +90,10 @@ def test_cli_errors(run, tmp_path):
             '--feature-net',
         ),
     ]
+    (tmp_path / 'empty').mkdir()
+    cases.append(
+        (['--run', str(run_dir), '--metrics', 'swd1k', '--data', str(tmp_path / 'empty')], 'no images found')
+    )
     for args, words in cases:
         result = runner.invoke(calc_metrics.main, args + ['--quiet'])
         assert result.exit_code != 0 and words in (result.output + str(result.exception)), (
@@ -104,3 +102,28 @@ def test_cli_errors(run, tmp_path):
         )
     listed = runner.invoke(calc_metrics.main, ['--list'])
     assert 'fid50k_full' in listed.output and 'fid<N>k_full' in listed.output
+
+
+@pytest.mark.slow
+def test_training_loop_and_cli_agree_on_a_trained_snapshot(tmp_path, monkeypatch):
+    from test_train_fixtures import cli_args, make_tiny_setup
+
+    import train
+    from training import run_dir as run_dirs
+
+    monkeypatch.setenv('PGRF_CACHE_DIR', str(tmp_path / 'cache'))
+    setup = make_tiny_setup(tmp_path, metrics=['swd1k', 'mvc'], snap=2)  # one snapshot: the last tick
+    result = CliRunner().invoke(train.main, cli_args(setup), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [run] = run_dirs.list_runs(setup['outdir'])
+    snapshot = os.path.basename(run_dirs.list_snapshots(run)[-1])
+    logged = {}
+    for m in ('swd1k', 'mvc'):
+        lines = [json.loads(line) for line in open(os.path.join(run, f'metric-{m}.jsonl'))]
+        logged[m] = [line for line in lines if line['snapshot_pkl'] == snapshot][-1]['results']
+    result = CliRunner().invoke(calc_metrics.main, ['--run', run, '--metrics', 'swd1k,mvc', '--quiet'])
+    assert result.exit_code == 0, result.output
+    for m in ('swd1k', 'mvc'):
+        standalone = json.loads(open(os.path.join(run, f'metric-{m}.jsonl')).read().splitlines()[-1])
+        assert standalone['snapshot_pkl'] == snapshot
+        assert standalone['results'] == pytest.approx(logged[m], rel=1e-6), m

@@ -66,6 +66,23 @@ def test_density_noise_schedule():
     assert density_noise_std(1_000_000, init_std=2.0, anneal_kimg=2000) == 1.0
 
 
+def test_fast_decode_equals_sample_then_forward():
+    torch.manual_seed(0)
+    dec = triplane.TriPlaneDecoder(4, 8)
+    with torch.no_grad():
+        dec.hidden.bias.normal_()
+        dec.out.bias.normal_()
+    planes = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+    coords = torch.rand(2, 30, 3, dtype=torch.float64) * 2.2 - 1.1
+    dec = dec.double()
+    fast, slow = dec.decode(planes, coords), dec(triplane.sample_triplane(planes, coords))
+    assert torch.allclose(fast, slow, atol=1e-12)
+    g = torch.randn_like(fast)
+    grads_fast = torch.autograd.grad(fast, [planes, *dec.parameters()], g)
+    grads_slow = torch.autograd.grad(slow, [planes, *dec.parameters()], g)
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(grads_fast, grads_slow))
+
+
 def test_decoder_ranges_and_density_shift():
     torch.manual_seed(0)
     dec = triplane.TriPlaneDecoder(4, 8, density_shift=-3.0)
@@ -99,6 +116,27 @@ def test_bias_act_inplace_matches_naive_and_gradcheck(alpha, gain, clamp):
 
     assert torch.allclose(inplace(x, b), naive(x, b))
     assert torch.autograd.gradcheck(inplace, (x, b))
+
+
+@pytest.mark.parametrize(
+    'N,H,up,demodulate', [(1, 4, 1, True), (3, 4, 2, True), (3, 16, 1, True), (3, 4, 1, False)]
+)
+def test_modulated_conv_matches_layers_in_fused_and_unfused_form(N, H, up, demodulate):
+    from torch_utils.ops import upfirdn2d
+    from training.layers import modulated_conv2d
+
+    torch.manual_seed(0)
+    x = torch.randn(N, 6, H, H, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    styles = torch.randn(N, 6, dtype=torch.float64, requires_grad=True)
+    f = upfirdn2d.setup_filter([1, 3, 3, 1]).to(torch.float64)
+    kw = dict(up=up, padding=1, resample_filter=f, demodulate=demodulate)
+    ours = triplane.modulated_conv(x, weight, styles, **kw)
+    ref = modulated_conv2d(x, weight, styles, flip_weight=(up == 1), **kw)
+    assert torch.allclose(ours, ref, atol=1e-10)
+    g = torch.randn_like(ref)
+    assert all(torch.allclose(a, b, atol=1e-9) for a, b in zip(
+        torch.autograd.grad(ours, [x, weight, styles], g), torch.autograd.grad(ref, [x, weight, styles], g)))  # fmt: skip
 
 
 # ----------------------------------------------------------------------------

@@ -120,3 +120,17 @@ def test_vertex_colors_come_from_the_color_function(tmp_path):
         np.testing.assert_array_equal(np.asarray(tm.visual.vertex_colors)[:, :3], mesh.colors)
     with pytest.raises(ValueError, match='must end in'):
         geometry.write_mesh(tmp_path / 'mesh.stl', mesh)
+
+
+def test_closing_reuses_the_grid_buffer_and_copies_other_arrays():
+    bounds = geometry.cube_bounds(1.0)
+    vol = geometry.sample_density_grid(sphere_density, bounds, 12)
+    padded = geometry._pad_closed(vol, 20.0)
+    assert padded is vol.base and padded.shape == (14, 14, 14)  # no second N^3 array
+    assert np.isfinite(padded).all() and padded[0].max() < min(vol.min(), 20.0)
+    np.testing.assert_array_equal(padded[1:-1, 1:-1, 1:-1], vol)
+    plain = np.ascontiguousarray(vol)
+    copy = geometry._pad_closed(plain, 20.0)
+    assert copy is not plain.base and np.array_equal(copy, padded)
+    sub = vol[1:, 1:, 1:]  # a view of the buffer, but not its interior: must not be mistaken for one
+    assert geometry._pad_closed(sub, 20.0).shape == (13, 13, 13) and geometry._bordered_base(sub) is None

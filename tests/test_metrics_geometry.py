@@ -12,7 +12,7 @@ from training.cameras import angles_to_camera, pixels_to_rays
 def _render_sphere(camera, res=64, radius=0.6, view_dependent=0.0):
     """Ray-cast a textured sphere at the origin: image [N,3,r,r] in [-1,1], ray depth, opacity."""
     N = camera.batch_size
-    uv = gm.pixel_centres(N, res, res).double()
+    uv = gm.pixel_centres(N, res, res, camera.cam2world.device).double()
     origins, dirs = pixels_to_rays(uv, camera.to(torch.float64))
     b = (origins * dirs).sum(-1)
     c = (origins * origins).sum(-1) - radius**2
@@ -20,7 +20,7 @@ def _render_sphere(camera, res=64, radius=0.6, view_dependent=0.0):
     hit = disc > 0
     t = torch.where(hit, -b - disc.clamp_min(0).sqrt(), torch.zeros_like(b))
     points = origins + dirs * t[..., None]
-    colour = torch.sin(4 * points + torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64))  # a smooth texture
+    colour = torch.sin(4 * points + points.new_tensor([0.0, 1.0, 2.0]))  # a smooth texture
     colour = colour + view_dependent * dirs  # a view-dependent term breaks multi-view consistency
     colour = torch.where(hit[..., None], colour.clamp(-1, 1), torch.ones_like(colour))
     as_map = lambda x: x.transpose(1, 2).reshape(N, -1, res, res)  # noqa: E731  # [N, P, C] -> [N, C, r, r]

@@ -54,6 +54,8 @@ DEFAULTS = dict(
     ray_steps=48,  # Coarse samples per ray (as many fine samples again, hierarchically).
     bg=False,  # NeRF++ background model.
     camera_cond=False,  # Condition D on (yaw, pitch) (paper: FFHQ, Cats).
+    density_noise_std=1.0,  # Gaussian noise on G's raw densities at the start (public code) ...
+    density_noise_kimg=5000,  # ... annealed linearly to 0 over this many kimg; 0 = no noise.
     grid_seeds=8,  # Image grid: number of fixed seeds (rows).
     grid_cameras=4,  # Image grid: number of fixed cameras (columns).
     G_kwargs={},  # Extra Generator constructor kwargs (names checked against its signature).
@@ -128,6 +130,8 @@ def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> N
     )
     _check_positive(opts, ['ray_steps', 'glr', 'dlr', 'r1_interval', 'ada_interval', 'ada_kimg'], source)
     _check_positive(opts, ['anneal_kimg', 'ema_kimg', 'grid_seeds', 'grid_cameras'], source)
+    if opts.density_noise_std < 0 or opts.density_noise_kimg < 0:
+        raise ConfigError(f'{source}: density_noise_std and density_noise_kimg must be >= 0')
     for key, choices in CHOICES.items():
         if opts[key] not in choices:
             raise ConfigError(f'{source}: {key} must be one of {", ".join(choices)}, got {opts[key]!r}')

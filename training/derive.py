@@ -33,6 +33,10 @@ def check_kwargs(class_name: str, kwargs: dict, source: str, skip=()) -> None:
             raise config.ConfigError(config._unknown_key_message(f'{source} ({class_name})', key, known))
 
 
+def _signature_default(class_name: str, name: str):
+    return inspect.signature(dnnlib.util.get_obj_by_name(class_name).__init__).parameters[name].default
+
+
 def load_dataset(data_path: str | None, dataset_preset: dict, mirror: bool, source: str):
     """Open the dataset once to check it (exists, readable, resolution of the preset)."""
     from training import dataset as dataset_module
@@ -70,46 +74,62 @@ def load_dataset_preset(name: str, source: str) -> dict:
 
 
 def derive_training_kwargs(opts, data_path, num_gpus: int, preset_source: str) -> dnnlib.EasyDict:
-    """Everything a training process needs, as plain data."""
+    """Everything a training process needs, as plain data (opens the dataset once to check it)."""
     dp = load_dataset_preset(opts.dataset, preset_source)
+    mirror = dp['mirror'] if opts.mirror is None else bool(opts.mirror)
+    data_path = data_path if data_path is not None else dp['path']
+    c = model_kwargs(opts, dp, opts.batch_gpu or opts.batch // num_gpus, preset_source)
+    ds = load_dataset(data_path, dp, mirror, preset_source)
+    c.update(mirror=mirror, data=os.path.abspath(data_path), dataset_size=len(ds))
+    c.dataset_kwargs = dict(
+        class_name=DATASET_CLASS, path=c.data, resolution=dp['resolution'], mirror=mirror,
+        background=dp['background'],
+    )  # fmt: skip
+    return c
+
+
+def model_kwargs(opts, dp: dict, batch_gpu: int, source: str) -> dnnlib.EasyDict:
+    """The options plus the kwargs of G, D, the loss, augmentation, ADA, the camera prior and the sampler."""
     R = dp['resolution']
     if opts.patch_res > R:
         raise config.ConfigError(f'--patch-res {opts.patch_res} is larger than the image resolution {R}')
-    mirror = dp['mirror'] if opts.mirror is None else bool(opts.mirror)
-    data_path = data_path if data_path is not None else dp['path']
-    ds = load_dataset(data_path, dp, mirror, preset_source)
     c = dnnlib.EasyDict(opts)
-    c.mirror = mirror
-    c.batch_gpu = opts.batch_gpu or opts.batch // num_gpus
-    c.data = os.path.abspath(data_path)
+    c.batch_gpu = batch_gpu
     c.dataset_preset = dp
-    c.dataset_size = len(ds)
-    c.dataset_kwargs = dict(
-        class_name=DATASET_CLASS, path=c.data, resolution=R, mirror=mirror, background=dp['background']
-    )
     c.camera_prior_kwargs = dict(
         class_name='training.cameras.make_camera_prior', kind=dp['camera_prior'],
         radius=dp['radius'], fov=dp['fov'], **dp['camera_prior_kwargs'],
     )  # fmt: skip
-    c.sampler_kwargs = _sampler_kwargs(opts, R)
-    c.G_kwargs = _generator_kwargs(opts, dp, preset_source)
-    c.D_kwargs = _discriminator_kwargs(opts, R, preset_source)
-    c.loss_kwargs = _loss_kwargs(opts, preset_source)
-    c.augment_kwargs = None if opts.aug == 'noaug' else dict(class_name=AUGMENT_CLASS, **opts.augment_kwargs)
-    if c.augment_kwargs is not None:
-        check_kwargs(AUGMENT_CLASS, opts.augment_kwargs, f'{preset_source}: augment_kwargs')
+    c.G_kwargs = _generator_kwargs(opts, dp, source)
+    c.D_kwargs = _discriminator_kwargs(opts, R, source)
+    c.sampler_kwargs = _sampler_kwargs(opts, R, c.D_kwargs, batch_gpu)
+    c.loss_kwargs = _loss_kwargs(opts, source)
+    c.augment_kwargs = None
+    if opts.aug != 'noaug':
+        check_kwargs(AUGMENT_CLASS, opts.augment_kwargs, f'{source}: augment_kwargs')
+        init_p = opts.p if opts.aug == 'fixed' else 0.0
+        c.augment_kwargs = dict(class_name=AUGMENT_CLASS, init_p=init_p, **opts.augment_kwargs)
     c.ada_kwargs = dict(
-        class_name=ADA_CLASS,
-        target=opts.target,
-        interval=opts.ada_interval,
-        speed_kimg=opts.ada_kimg,
+        class_name=ADA_CLASS, target=opts.target, interval=opts.ada_interval, speed_kimg=opts.ada_kimg,
         batch_size=opts.batch,
-    )
+    )  # fmt: skip
     return c
 
 
-def _sampler_kwargs(opts, R: int) -> dict:
+def _sampler_kwargs(opts, R: int, D_kwargs: dict, batch_gpu: int) -> dict:
+    """One (s, dx, dy) per minibatch-stddev group of D, as the public code draws them (else mbstd would
+    compare patches of different scales); Eq. 3's independence holds across groups."""
+    group = D_kwargs.get('mbstd_group_size', _signature_default(D_CLASS, 'mbstd_group_size'))
+    group = min(group, batch_gpu)
+    if batch_gpu % group != 0:
+        raise config.ConfigError(
+            f"--batch-gpu {batch_gpu} must be a multiple of D's minibatch-stddev group size {group}"
+        )
     kw = dict(kind=opts.patch_dist, img_resolution=R, patch_resolution=opts.patch_res)
+    from training import patches
+
+    if 'group_size' in inspect.signature(patches.PatchSampler.__init__).parameters:
+        kw.update(group_size=group)
     if opts.patch_dist == 'beta':
         kw.update(beta_end=opts.beta_end, anneal_kimg=opts.anneal_kimg)
     elif opts.patch_dist == 'uniform':
@@ -119,12 +139,31 @@ def _sampler_kwargs(opts, R: int) -> dict:
 
 
 def _generator_kwargs(opts, dp: dict, source: str) -> dict:
-    raise NotImplementedError
+    """Paper defaults live in Generator's signature; the dataset preset gives the scene, the flags the sizes."""
+    check_kwargs(G_CLASS, opts.G_kwargs, f'{source}: G_kwargs')
+    background = dp['background'] if dp['background'] in ('white', 'black') else 'white'
+    return dict(
+        class_name=G_CLASS, img_resolution=dp['resolution'], patch_resolution=opts.patch_res,
+        plane_resolution=opts.triplane_res, num_coarse=opts.ray_steps, num_fine=opts.ray_steps,
+        scene_bounds=dp['cube_scale'], ray_start=dp['ray_start'], ray_end=dp['ray_end'],
+        background=background, bg_model=bool(opts.bg), **opts.G_kwargs,
+    )  # fmt: skip
 
 
 def _discriminator_kwargs(opts, R: int, source: str) -> dict:
-    raise NotImplementedError
+    check_kwargs(D_CLASS, opts.D_kwargs, f'{source}: D_kwargs')
+    kw = dict(
+        class_name=D_CLASS, img_resolution=R, patch_resolution=opts.patch_res, hyper_mod=bool(opts.hyper_mod),
+        camera_cond=bool(opts.camera_cond),
+    )  # fmt: skip
+    if opts.fp32:
+        kw.update(num_fp16_res=0)
+    kw.update(opts.D_kwargs)
+    return kw
 
 
 def _loss_kwargs(opts, source: str) -> dict:
-    raise NotImplementedError
+    check_kwargs(
+        LOSS_CLASS, opts.loss_kwargs, f'{source}: loss_kwargs', skip=('device', 'G', 'D', 'augment_pipe')
+    )
+    return dict(class_name=LOSS_CLASS, r1_gamma=opts.gamma, **opts.loss_kwargs)

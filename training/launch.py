@@ -2,10 +2,10 @@
 start one process, N spawned local processes (`--gpus N`), or join a torchrun/SLURM job (env://).
 """
 
+import contextlib
+import multiprocessing
 import os
-import socket
-
-import torch
+import signal
 
 import dnnlib
 from training import config, run_dir
@@ -83,55 +83,66 @@ def _prepare_run_dir(c: dnnlib.EasyDict) -> None:
 
 
 def launch(c: dnnlib.EasyDict) -> None:
-    """Run training in this process, in N spawned processes, or as one rank of a torchrun job."""
-    if torchrun_world_size() is not None:
-        _run_rank(c, rank_zero_makes_dir=True)
-    elif c.num_gpus == 1:
-        _prepare_run_dir(c)
-        _run_rank(c, rank_zero_makes_dir=False)
-    else:
-        _prepare_run_dir(c)
-        _spawn(c)
+    """Run training in this process, in N spawned processes, or as one rank of a torchrun/SLURM job."""
+    from torch_utils import distributed
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _spawn(c: dnnlib.EasyDict) -> None:
-    """`--gpus N`: N local processes with torchrun's environment variables."""
-    os.environ.setdefault('MASTER_ADDR', '127.0.0.1')
-    os.environ.setdefault('MASTER_PORT', str(_free_port()))
+    if distributed.launch_env() is not None:
+        _run_launched_rank(c, prepared=False)
+        return
+    _prepare_run_dir(c)
+    if c.num_gpus == 1:
+        _run_launched_rank(c, prepared=True)
+        return
+    forward = _ForwardSignals()
     try:
-        torch.multiprocessing.spawn(_spawn_entry, args=(dict(c),), nprocs=c.num_gpus, join=True)
-    except torch.multiprocessing.ProcessRaisedException as err:
-        last = str(err).strip().splitlines()[-1] if str(err).strip() else 'a training process failed'
-        raise run_dir.TrainingStopped(f'a training process failed: {last}') from None
-    except torch.multiprocessing.ProcessExitedException as err:
-        raise run_dir.TrainingStopped(f'a training process died ({err}); the others were stopped') from None
+        with forward:
+            distributed.spawn(_spawned_rank, c.num_gpus, dict(c))
+    except distributed.SpawnError as err:
+        lines = [line for line in str(err).strip().splitlines() if line.strip()]
+        raise run_dir.TrainingStopped(
+            f'{lines[0]} {lines[-1].strip()}' if lines else 'a rank failed'
+        ) from None
 
 
-def _spawn_entry(rank: int, c: dict) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(c['num_gpus']))
-    _run_rank(dnnlib.EasyDict(c), rank_zero_makes_dir=False)
+class _ForwardSignals:
+    """In the `--gpus N` parent: pass SIGTERM/SIGINT on to the ranks (they snapshot and exit cleanly)."""
+
+    def __enter__(self):
+        self.previous = {sig: signal.signal(sig, self._forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def _forward(self, signum, frame):
+        for child in multiprocessing.active_children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signum)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
-def _run_rank(c: dnnlib.EasyDict, rank_zero_makes_dir: bool) -> None:
+def _spawned_rank(c: dict) -> None:
+    """Entry of each `--gpus N` process (distributed.spawn has joined the process group)."""
+    from torch_utils import distributed
+    from training import training_loop
+
+    info = distributed.get_info()
+    training_loop.training_loop(
+        dnnlib.EasyDict(c), rank=info.rank, world_size=info.world_size, device=info.device
+    )
+
+
+def _run_launched_rank(c: dnnlib.EasyDict, prepared: bool) -> None:
+    """Single process, or one rank started by torchrun/SLURM (then rank 0 makes the run directory)."""
     from torch_utils import distributed
     from training import training_loop
 
     info = distributed.init()
     try:
-        if rank_zero_makes_dir:
-            holder = [None]
+        if not prepared:
             if info.rank == 0:
                 _prepare_run_dir(c)
-                holder = [c.run_dir]
-            if info.world_size > 1:
-                torch.distributed.broadcast_object_list(holder, src=0)
-            c.run_dir = holder[0]
+            c.run_dir = distributed.broadcast_object(c.run_dir, src=0)
         training_loop.training_loop(c, rank=info.rank, world_size=info.world_size, device=info.device)
     finally:
         distributed.shutdown()

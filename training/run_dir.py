@@ -85,13 +85,15 @@ def resolve_resume(resume: str, outdir: str) -> tuple[str, str | None]:
 
 
 class RunLog:
-    """Print to stdout and append the same lines to a log file; a no-op file when `path` is None."""
+    """Print to stdout and append the same lines to a log file (rank 0); silent when `enabled` is False."""
 
-    def __init__(self, path: str | None):
-        self.path = path
-        self.file = open(path, 'a', encoding='utf-8', buffering=1) if path else None  # noqa: SIM115
+    def __init__(self, path: str | None, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+        self.file = open(path, 'a', encoding='utf-8', buffering=1) if path and enabled else None  # noqa: SIM115
 
     def print(self, *parts) -> None:
+        if not self.enabled:
+            return
         text = ' '.join(str(p) for p in parts)
         print(text, flush=True)
         if self.file is not None:

@@ -1,7 +1,6 @@
 """What a run tells its user: the per-tick progress line, stats.jsonl, TensorBoard scalars and
 histograms, and image grids of fixed seeds from fixed cameras (rank 0 only)."""
 
-import json
 import os
 import time
 
@@ -78,30 +77,27 @@ def _format_time(seconds: float) -> str:
     return f'{s // 86400}d {(s // 3600) % 24:02d}h'
 
 
-def open_writers(run_path: str):
-    """(stats.jsonl file, TensorBoard SummaryWriter or None) for rank 0."""
-    stats_file = open(os.path.join(run_path, 'stats.jsonl'), 'a', encoding='utf-8')  # noqa: SIM115
+def open_writer(run_path: str):
+    """TensorBoard SummaryWriter for rank 0 (None, with a note, if tensorboard is not installed)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(run_path)
     except ImportError as err:
         print(f'TensorBoard logging disabled: {err}')
-        writer = None
-    return stats_file, writer
+        return None
+    return SummaryWriter(run_path)
 
 
 def write_stats(s, stats: dict, scales: torch.Tensor | None) -> None:
     """One line of stats.jsonl plus TensorBoard scalars (and the patch-scale histogram)."""
     kimg = s.progress.cur_nimg / 1000
-    record = dict(stats, timestamp=time.time(), kimg=kimg)
-    s.stats_file.write(json.dumps(record) + '\n')
-    s.stats_file.flush()
+    training_stats.write_jsonl(
+        os.path.join(s.c.run_dir, 'stats.jsonl'), dict(stats, timestamp=time.time(), kimg=kimg)
+    )
     if s.writer is None:
         return
     step = int(s.progress.cur_nimg / 1e3)
-    for name, value in stats.items():
-        s.writer.add_scalar(name, value['mean'], global_step=step)
+    for name, value in training_stats.scalars(stats).items():
+        s.writer.add_scalar(name, value, global_step=step)
     if scales is not None and scales.numel() > 0:
         s.writer.add_histogram('Patch/scale', scales, global_step=step)
     s.writer.flush()

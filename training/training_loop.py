@@ -18,6 +18,7 @@ import torch
 import dnnlib
 from torch_utils import misc, training_stats
 from training import data_iter, run_dir, snapshots, train_logging, train_step
+from training.generator import density_noise_std
 from training.patches import make_patch_sampler
 
 # ----------------------------------------------------------------------------
@@ -35,7 +36,6 @@ def setup_modules(s) -> None:
     if c.augment_kwargs is not None:
         s.augment_pipe = dnnlib.construct_class_by_name(**c.augment_kwargs).train().requires_grad_(False)
         s.augment_pipe = s.augment_pipe.to(s.device)
-        s.augment_pipe.p.fill_(c.p if c.aug == 'fixed' else 0.0)
     if c.aug == 'ada':
         s.ada = dnnlib.construct_class_by_name(**c.ada_kwargs)
     s.loss = dnnlib.construct_class_by_name(
@@ -55,8 +55,9 @@ def setup_data(s) -> None:
 
 def setup(c, rank: int, world_size: int, device) -> dnnlib.EasyDict:
     """Everything the loop needs, in one TrainState; restores a snapshot when resuming."""
-    s = dnnlib.EasyDict(c=dnnlib.EasyDict(c), rank=rank, world_size=world_size, device=torch.device(device))
-    s.log = run_dir.RunLog(os.path.join(c.run_dir, 'log.txt') if rank == 0 else None)
+    c = dnnlib.EasyDict(c)
+    s = dnnlib.EasyDict(c=c, rank=rank, world_size=world_size, device=torch.device(device))
+    s.log = run_dir.RunLog(os.path.join(c.run_dir, 'log.txt'), enabled=rank == 0)
     s.progress = dnnlib.EasyDict(cur_nimg=0, cur_tick=0, batch_idx=0, tick_start_nimg=0, total_time=0.0)
     s.best_metric = None
     setup_data(s)
@@ -68,8 +69,8 @@ def setup(c, rank: int, world_size: int, device) -> dnnlib.EasyDict:
     s.real_stream = data_iter.make_real_stream(
         s.dataset, s.batch_gpu, rank, world_size, c.seed, s.progress.cur_nimg, c.workers, s.device
     )
-    s.stats_collector = training_stats.Collector(regex='.*')
-    s.stats_file, s.writer = train_logging.open_writers(c.run_dir) if rank == 0 else (None, None)
+    s.stats_collector = training_stats.Collector(regex='.*', keep_previous=False)
+    s.writer = train_logging.open_writer(c.run_dir) if rank == 0 else None
     s.tick_scales = []
     train_logging.setup_grid(s)
     return s
@@ -173,7 +174,8 @@ def end_tick(s, tick_time: float, final: bool) -> None:
         with preserved_rng():
             train_logging.save_fakes(s)
     if final or tick % s.c.snap == 0:
-        train_step.check_consistency(s)
+        if s.world_size > 1:
+            train_step.check_consistency(s)  # raises if any rank drifted
         path = snapshots.save_snapshot(s)
         if path:
             s.log.print(f'Saved {path}')
@@ -187,12 +189,10 @@ def end_tick(s, tick_time: float, final: bool) -> None:
 # The loop.
 
 
-def density_noise_kwargs(s) -> dict:
+def generator_kwargs(s) -> dict:
     """Per-step generator kwargs computed from cur_nimg (schedules are never module state)."""
-    schedule = getattr(__import__('training.generator', fromlist=['x']), 'density_noise_std', None)
-    if schedule is None or not s.c.density_noise:
-        return {}
-    return dict(density_noise_std=float(schedule(s.progress.cur_nimg)))
+    std = density_noise_std(s.progress.cur_nimg, s.c.density_noise_std, s.c.density_noise_kimg)
+    return dict(density_noise_std=std)
 
 
 def next_real_batches(s) -> list:
@@ -206,7 +206,7 @@ def train(s) -> str:
     s.log.print(f'Training for {s.c.kimg} kimg from kimg {s.progress.cur_nimg / 1000:.3f}...')
     tick_start = time.time()
     while True:
-        train_step.train_step(s, next_real_batches(s), density_noise_kwargs(s))
+        train_step.train_step(s, next_real_batches(s), generator_kwargs(s))
         if s.progress.batch_idx % s.c.ada_interval != 0:
             continue  # ticks, snapshots and stops only at ADA boundaries (exact resume)
         stop = agreed_stop(s)
@@ -223,24 +223,27 @@ def train(s) -> str:
 
 
 def teardown(s) -> None:
-    for name in ('stats_file', 'writer'):
-        if s.get(name) is not None:
-            s[name].close()
+    if s.get('writer') is not None:
+        s.writer.close()
     s.pop('real_stream', None)
     s.log.close()
 
 
-def training_loop(c, rank: int = 0, world_size: int = 1, device='cpu') -> str:
-    """Train with the resolved options `c` (see training/launch.py); returns 'done' or the stop signal."""
+def training_loop(c, rank: int = 0, world_size: int = 1, device='cpu') -> dnnlib.EasyDict:
+    """Train with the resolved options `c` (see training/launch.py) on this rank.
+
+    Returns the final TrainState (`.reason` is 'done' or the stop signal's name); raises
+    run_dir.TrainingStopped on a non-finite loss.
+    """
     s = setup(c, rank, world_size, device)
     try:
         with StopSignals() as s.signals:
-            reason = train(s)
-        if reason != 'done':
-            s.log.print(f'Stopped by {reason}: snapshot written; continue with --resume latest')
+            s.reason = train(s)
+        if s.reason != 'done':
+            s.log.print(f'Stopped by {s.reason}: snapshot written; continue with --resume latest')
         else:
             s.log.print('Exiting...')
-        return reason
+        return s
     except train_step.NonFiniteLoss as err:
         kimg = s.progress.cur_nimg / 1000
         last = run_dir.list_snapshots(s.c.run_dir)

@@ -1,0 +1,79 @@
+"""train.py's command line: --dry-run resolves presets with precedence; user mistakes are one-line errors."""
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+from test_train_fixtures import cli_args, make_tiny_setup
+
+import train
+
+
+@pytest.fixture
+def setup(tmp_path):
+    return make_tiny_setup(tmp_path)
+
+
+def _invoke(*args):
+    return CliRunner().invoke(train.main, list(args), catch_exceptions=False)
+
+
+def _dry_run(setup, *extra):
+    result = _invoke(*cli_args(setup, '--dry-run', *extra))
+    assert result.exit_code == 0, result.output
+    text = result.output[: result.output.rindex('}') + 1]
+    return json.loads(text)
+
+
+def test_dry_run_resolves_preset_and_flags_win(setup):
+    c = _dry_run(setup)
+    assert (c['batch'], c['gamma'], c['patch_res'], c['glr']) == (4, 0.05, 8, 0.002)  # preset, default
+    assert c['G_kwargs']['class_name'] == 'training.generator.Generator'
+    assert c['G_kwargs']['plane_resolution'] == 8 and c['G_kwargs']['num_coarse'] == 4
+    assert c['G_kwargs']['ray_start'] == 1.75 and c['G_kwargs']['scene_bounds'] == 1.0  # dataset preset
+    assert c['D_kwargs']['camera_cond'] is True and c['D_kwargs']['num_fp16_res'] == 0
+    assert c['loss_kwargs']['r1_gamma'] == 0.05
+    c = _dry_run(setup, '--gamma', '1.5', '--no-camera-cond', '--glr', '0.0025', '--patch-dist', 'uniform')
+    assert c['gamma'] == 1.5 and c['loss_kwargs']['r1_gamma'] == 1.5
+    assert c['D_kwargs']['camera_cond'] is False and c['glr'] == 0.0025
+    assert c['sampler_kwargs']['kind'] == 'uniform' and 'beta_end' not in c['sampler_kwargs']
+    assert not os.path.exists(setup['outdir'])  # a dry run writes nothing
+
+
+def test_shipped_demo_preset_dry_run(setup):
+    # The demo preset against a dataset of the wrong resolution: one line naming both numbers.
+    result = _invoke('--outdir', setup['outdir'], '--cfg', 'demo', '--data', setup['data'], '--dry-run')
+    assert result.exit_code != 0
+    assert 'images are 16x16 but configs/demo.yaml expects 64x64' in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    'extra, message',
+    [
+        (['--batch', '6', '--gpus', '4'], '--batch 6 is not divisible by --gpus 4'),
+        (['--patch-res', '32'], '--patch-res 32 is larger than the image resolution 16'),
+        (['--batch-gpu', '3'], '--batch-gpu 3 must divide the per-process batch 4'),
+        (['--resume', 'latest'], '--resume latest: no run with a snapshot'),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(setup, extra, message):
+    result = _invoke(*cli_args(setup, '--dry-run', *extra))
+    assert result.exit_code == 2 or result.exit_code == 1
+    assert message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_missing_dataset_and_unknown_preset(setup, tmp_path):
+    result = _invoke('--outdir', setup['outdir'], '--cfg', setup['cfg'], '--data', str(tmp_path / 'nope'))
+    assert result.exit_code == 1 and 'no such file or folder' in result.output
+    result = _invoke('--outdir', setup['outdir'], '--cfg', 'ffhq1024', '--data', setup['data'])
+    assert result.exit_code == 1 and 'no preset "ffhq1024"' in result.output
+
+
+def test_unknown_model_kwarg_is_an_error(tmp_path):
+    setup = make_tiny_setup(tmp_path, G_kwargs=dict(plane_chanels=4))
+    result = _invoke(*cli_args(setup, '--dry-run'))
+    assert result.exit_code == 1
+    assert 'unknown key "plane_chanels" (did you mean "plane_channels"?)' in result.output

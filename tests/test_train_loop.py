@@ -1,0 +1,119 @@
+"""The training loop on a tiny CPU config: outputs of a run, exact resume, and divergence handling."""
+
+import json
+import os
+
+import pytest
+import torch
+from click.testing import CliRunner
+from test_train_fixtures import cli_args, make_tiny_setup
+
+import train
+from torch_utils import checkpoint
+from training import run_dir
+
+
+def _train(setup, *extra):
+    result = CliRunner().invoke(train.main, cli_args(setup, *extra), catch_exceptions=False)
+    return result
+
+
+def _stats(run):
+    with open(os.path.join(run, 'stats.jsonl')) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_tiny_run_writes_snapshot_stats_events_and_grids(tmp_path):
+    setup = make_tiny_setup(tmp_path)
+    result = _train(setup)
+    assert result.exit_code == 0, result.output
+    [run] = run_dir.list_runs(setup['outdir'])
+    files = os.listdir(run)
+    assert {'training_options.json', 'log.txt', 'stats.jsonl', 'reals.png'} <= set(files)
+    assert any(f.startswith('events.out.tfevents') for f in files)
+    assert any(f.startswith('fakes') and f.endswith('.png') for f in files)
+    stats = _stats(run)
+    assert [round(s['kimg'], 3) for s in stats] == [0.016, 0.032]  # a tick every 4 steps of 4 images
+    for name in ('Loss/G/loss', 'Loss/D/loss', 'Timing/sec_per_kimg', 'Progress/patch_beta'):
+        assert name in stats[-1], sorted(stats[-1])
+    log = open(os.path.join(run, 'log.txt')).read()
+    assert 'tick 0' in log and 'kimg 0.032' in log and 'sec/kimg' in log and 'beta' in log
+    snapshots = run_dir.list_snapshots(run)
+    data = checkpoint.load(snapshots[-1])
+    assert data['progress']['cur_nimg'] == 32 and data['progress']['batch_idx'] == 8
+    assert set(data['modules']) == {'G', 'D', 'G_ema', 'augment_pipe'}
+    G_ema = checkpoint.load_network(snapshots[-1])
+    assert G_ema.img_resolution == 16 and not G_ema.training
+
+
+def _tensors(data):
+    """Every tensor of the modules and optimizers of a snapshot, by a readable path."""
+    out = {}
+
+    def walk(prefix, obj):
+        if isinstance(obj, torch.Tensor):
+            out[prefix] = obj
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(f'{prefix}/{k}', v)
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(f'{prefix}/{i}', v)
+
+    walk('modules', data['modules'])
+    walk('optimizers', data['optimizers'])
+    return out
+
+
+@pytest.mark.slow
+def test_resume_equals_uninterrupted(tmp_path):
+    full = make_tiny_setup(tmp_path / 'a', kimg=0.048)
+    assert _train(full).exit_code == 0
+    part = make_tiny_setup(tmp_path / 'b', kimg=0.048)
+    assert _train(part, '--kimg', '0.016').exit_code == 0  # stops after 4 steps
+    result = _train(part, '--kimg', '0.048', '--resume', 'latest')
+    assert result.exit_code == 0, result.output
+    [run_a], [run_b] = run_dir.list_runs(full['outdir']), run_dir.list_runs(part['outdir'])
+    assert 'Resumed from' in open(os.path.join(run_b, 'log.txt')).read()
+    # Same losses for the steps after the resume point ...
+    stats_a, stats_b = _stats(run_a), _stats(run_b)
+    assert [s['kimg'] for s in stats_a] == [s['kimg'] for s in stats_b]
+    for sa, sb in zip(stats_a[1:], stats_b[1:]):
+        for name in ('Loss/G/loss', 'Loss/D/loss', 'Loss/r1_penalty', 'Progress/augment'):
+            if name in sa:
+                assert sa[name]['mean'] == sb[name]['mean'], name
+    # ... and bit-identical final weights, EMA and optimizer moments.
+    final_a = checkpoint.load(run_dir.list_snapshots(run_a)[-1])
+    final_b = checkpoint.load(run_dir.list_snapshots(run_b)[-1])
+    assert final_a['progress'] == {**final_b['progress'], 'total_time': final_a['progress']['total_time']}
+    ta, tb = _tensors(final_a), _tensors(final_b)
+    assert ta.keys() == tb.keys()
+    for key in ta:
+        assert torch.equal(ta[key], tb[key]), key
+
+
+def test_nan_loss_stops_naming_the_phase_and_keeps_the_snapshot(tmp_path, monkeypatch):
+    from training import loss as loss_module
+
+    original = loss_module.PatchLoss.accumulate_gradients
+    calls = dict(n=0)
+
+    def poisoned(self, phase, *args, **kwargs):
+        if phase == 'Dmain':
+            calls['n'] += 1
+            if calls['n'] == 11:  # step 5 (2 rounds per step), after the first snapshot (step 4)
+                self.D.requires_grad_(True)
+                for p in self.D.parameters():
+                    p.grad = torch.full_like(p, float('nan'))
+                return torch.tensor(float('nan'))
+        return original(self, phase, *args, **kwargs)
+
+    monkeypatch.setattr(loss_module.PatchLoss, 'accumulate_gradients', poisoned)
+    setup = make_tiny_setup(tmp_path)
+    result = CliRunner().invoke(train.main, cli_args(setup))
+    assert result.exit_code == 1
+    assert 'non-finite loss in phase Dmain at kimg 0.020' in result.output, result.output
+    [run] = run_dir.list_runs(setup['outdir'])
+    snapshots = run_dir.list_snapshots(run)
+    assert len(snapshots) == 1 and f'the last good snapshot is {snapshots[0]}' in result.output
+    assert checkpoint.load(snapshots[0])['progress']['cur_nimg'] == 16

@@ -1,0 +1,59 @@
+"""Preemption: SIGTERM during training writes a snapshot, exits cleanly, and the run resumes from it."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+from test_train_fixtures import cli_args, make_tiny_setup
+
+import train
+from torch_utils import checkpoint
+from training import run_dir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _wait_for(path, text, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(path) and text in open(path).read():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f'training exited early:\n{proc.stdout.read()}')
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f'"{text}" did not appear in {path}')
+
+
+@pytest.mark.slow
+def test_sigterm_writes_a_snapshot_and_the_run_resumes(tmp_path):
+    setup = make_tiny_setup(tmp_path, kimg=100, snap=1000, image_snap=1000)
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, 'train.py'), *cli_args(setup)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(tmp_path),
+    )  # fmt: skip
+    try:
+        _wait_for(
+            os.path.join(setup['outdir'], '00000-tiny-gpus1-batch4-gamma0.05', 'log.txt'), 'tick 1 ', proc
+        )
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output
+    assert 'Stopped by SIGTERM' in output and 'Traceback' not in output
+    [run] = run_dir.list_runs(setup['outdir'])
+    snapshot = run_dir.list_snapshots(run)[-1]  # written by the stop (snap=1000: no regular one since tick 0)
+    stopped_at = checkpoint.load(snapshot)['progress']['cur_nimg']
+    assert stopped_at >= 32 and stopped_at % 16 == 0  # after tick 1, at an ADA-interval boundary
+    result = CliRunner().invoke(
+        train.main, cli_args(setup, '--resume', 'latest', '--kimg', str((stopped_at + 16) / 1000))
+    )
+    assert result.exit_code == 0, result.output
+    assert f'Resumed from {snapshot} at kimg {stopped_at / 1000:.3f}' in result.output
+    assert checkpoint.load(run_dir.list_snapshots(run)[-1])['progress']['cur_nimg'] == stopped_at + 16
