@@ -61,9 +61,10 @@ def _inputs(config: str, device):
     return G, z, camera, patch_params
 
 
-def _timed(fn, repeat: int) -> float:
-    """Median wall time in ms of `fn` over `repeat` runs after one warm-up run."""
-    fn()
+def _timed(fn, repeat: int, warmup: bool = True) -> float:
+    """Median wall time in ms of `fn` over `repeat` runs (after one warm-up run if `warmup`)."""
+    if warmup:
+        fn()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -150,7 +151,9 @@ def _bench(config: str, backward: bool):
         split = _split(G, z, camera, patch_params, args['repeat'], backward)
         with torch.no_grad():
             ws = G.mapping(z)
-            synth_ms = _timed(lambda: G.synthesis(ws), args['repeat'])
+            synth_ms = _timed(
+                lambda: G.synthesis(ws), args['repeat'], warmup=backward
+            )  # fwd case: warm already
         conv_gflops = synthesis_conv_flops(G, N) / (synth_ms / 1000) / 1e9
         return dict(
             config=config,
