@@ -65,14 +65,7 @@ PLUGIN = dict(
 
 def _plugin(x: torch.Tensor):
     """The built extension, or None (after one warning per reason) when the twin cannot run on x."""
-    if x.device.type != 'cuda':
-        custom_ops.warn_fallback_once('volume_render', 'the input is not on a CUDA device')
-        return None
-    get_plugin_or_none = getattr(custom_ops, 'get_plugin_or_none', None)
-    if get_plugin_or_none is None:
-        custom_ops.warn_fallback_once('volume_render', 'torch_utils.custom_ops cannot build extensions here')
-        return None
-    return get_plugin_or_none('volume_render', **PLUGIN)
+    return custom_ops.load_cuda_twin('volume_render', x, PLUGIN)
 
 
 class _CompositeCuda(torch.autograd.Function):
