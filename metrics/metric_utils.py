@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 
 import numpy as np
 import torch
@@ -34,8 +35,8 @@ class MetricOptions:
         feature_net=None,  # nn.Module with .feature_dim and .tag, or a path/URL of Inception weights; None = $PGRF_FEATURE_NET or the default URL.
         cache=True,  # Cache real-data statistics in cache_dir.
         cache_dir=None,  # Where; None = dnnlib.get_cache_dir('metrics').
-        camera_source='dataset',  # Cameras of fake images: 'dataset' (the dataset's poses) or 'prior'.
-        camera_prior_kwargs=None,  # For 'prior': dict(kind=..., **numbers) of training.cameras.make_camera_prior (a class_name key is ignored).
+        camera_source='dataset',  # Cameras of fake images: 'dataset' (the dataset's view directions) or 'prior'.
+        camera_prior_kwargs=None,  # The run's prior: dict(kind=..., radius=..., fov=..., **angles) of make_camera_prior (class_name ignored); 'dataset' mode takes its radius and fov.
         G_kwargs=None,  # Extra keyword arguments of G's forward (e.g. truncation_psi).
         batch_size=64,  # Images per feature-network batch (per rank).
         batch_gen=4,  # Images rendered by G at once (per rank): bounds the memory of full-resolution NeRF renders.
@@ -226,15 +227,25 @@ def fake_latents(opts: MetricOptions, items: list[int], z_dim: int) -> torch.Ten
 
 
 def fake_cameras(opts: MetricOptions, num_items: int) -> Camera:
-    """Cameras of all fake items: the dataset's poses drawn with replacement, or samples of the prior."""
-    generator = torch.Generator().manual_seed(opts.seed + 12345)
-    if opts.camera_source == 'dataset':
-        cameras = get_dataset(opts).cameras()
-        idx = torch.randint(0, cameras.batch_size, (num_items,), generator=generator)
-        return cameras.select(idx)
-    from training.cameras import make_camera_prior
+    """Cameras of all fake items: the dataset's poses drawn with replacement, or samples of the prior.
 
+    In 'dataset' mode each drawn camera keeps its view direction but is moved to the run's camera radius
+    and given the run's fov (camera_prior_kwargs), as training does: a dataset labelled at another radius
+    (Megascans: 3.5, fov 45) would otherwise put the camera outside G's ray bounds and render blanks.
+    """
+    from training.cameras import DatasetCameraPrior, make_camera_prior
+
+    generator = torch.Generator().manual_seed(opts.seed + 12345)
     kwargs = {k: v for k, v in opts.camera_prior_kwargs.items() if k != 'class_name'}
+    if opts.camera_source == 'dataset':
+        if 'radius' not in kwargs or 'fov' not in kwargs:
+            warnings.warn(
+                "metrics: camera_prior_kwargs has no radius/fov, so fakes use the dataset's raw cameras; "
+                "pass the run's camera_prior_kwargs (they are blank if the dataset's radius is not G's)",
+                stacklevel=2,
+            )
+        prior = DatasetCameraPrior(get_dataset(opts).cameras(), kwargs.get('radius'), kwargs.get('fov'))
+        return prior.sample(num_items, generator=generator)
     kind = kwargs.pop('kind')
     dataset = get_dataset(opts) if kind == 'dataset' else None
     return make_camera_prior(kind, dataset=dataset, **kwargs).sample(num_items, generator=generator)

@@ -101,8 +101,12 @@ class TinyFeatureNet(torch.nn.Module):
         return torch.tanh(self.proj(x))
 
 
+TOY_PRIOR = dict(kind='normal', radius=2.5, fov=30.0)  # the run's prior: the toy data's radius and fov
+
+
 def _kwargs(tmp_path, G=None, **extra):
     data = dict(class_name='test_metrics_pipeline.ToyDataset', path=str(tmp_path / 'toy'))
+    extra = dict(dict(camera_prior_kwargs=TOY_PRIOR), **extra)
     return dict(
         G=G or SphereGenerator(),
         dataset_kwargs=data,
@@ -253,12 +257,12 @@ def test_fake_cameras_from_dataset_poses_or_prior(tmp_path):
     prior = dict(
         class_name='training.cameras.make_camera_prior', kind='normal', radius=3.0, fov=20.0, yaw_std=0.1
     )
-    opts = mu.MetricOptions(**_kwargs(tmp_path), camera_source='prior', camera_prior_kwargs=prior)
+    opts = mu.MetricOptions(**_kwargs(tmp_path, camera_prior_kwargs=prior), camera_source='prior')
     cams = mu.fake_cameras(opts, 50)
     assert torch.allclose(cams.cam2world[:, :3, 3].norm(dim=-1), torch.full((50,), 3.0), atol=1e-5)
     assert torch.equal(mu.fake_cameras(opts, 50).cam2world, cams.cam2world)  # seeded
     with pytest.raises(ValueError, match='camera_prior_kwargs'):
-        mu.MetricOptions(**_kwargs(tmp_path), camera_source='prior')
+        mu.MetricOptions(**_kwargs(tmp_path, camera_prior_kwargs=None), camera_source='prior')
 
 
 @pytest.mark.gpu
