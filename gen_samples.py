@@ -14,6 +14,7 @@ import os
 import click
 
 import dnnlib
+from torch_utils import checkpoint
 from training import export_commands, export_gen, export_utils, geometry
 
 
@@ -55,7 +56,8 @@ def common_options(fn):
 def run(command, network, seeds, outdir, trunc, trunc_cutoff, dataset_preset, radius, fov, device, **kwargs):
     """Load, resolve cameras, run one export command; every user mistake ends as one click error line."""
     try:
-        G, options = export_gen.load_snapshot(network, device)
+        export_gen.check_device(device)
+        G, options = checkpoint.load_network(network, 'G_ema', device, with_options=True)
         cameras = None  # meshes need no camera
         if command is not export_commands.mesh:
             cameras = export_gen.camera_settings(options, dataset_preset, radius, fov)
@@ -66,7 +68,7 @@ def run(command, network, seeds, outdir, trunc, trunc_cutoff, dataset_preset, ra
         )
         os.makedirs(outdir, exist_ok=True)
         result = command(G, cfg, seeds, outdir, device=device, **kwargs)
-    except (export_gen.ExportError, geometry.EmptyIsosurfaceError) as err:
+    except (export_gen.ExportError, checkpoint.CheckpointError, geometry.EmptyIsosurfaceError) as err:
         raise click.ClickException(str(err)) from None
     click.echo(f'wrote {len(result)} files to {outdir}')
 

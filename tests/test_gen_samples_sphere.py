@@ -357,7 +357,7 @@ def test_snapshot_without_g_ema(snapshot, tmp_path):
         path, dict(format_version=checkpoint.FORMAT_VERSION, modules={'G': checkpoint.module_state(G)})
     )
     res = cli('geometry', '--network', path, '--outdir', tmp_path)
-    assert res.exit_code == 1 and 'holds no G_ema network (it holds: G)' in res.output, res.output
+    assert res.exit_code == 1 and 'has no network "G_ema"; it holds: G' in res.output, res.output
 
 
 def test_no_cap_leaves_cut_surfaces_open(snapshot, tmp_path):

@@ -23,37 +23,18 @@ class ExportError(ValueError):
 # Snapshot.
 
 
-def load_snapshot(path: str, device='cpu') -> tuple[torch.nn.Module, dict]:
-    """(G_ema in eval mode, the snapshot's training options or {}); ExportError on any unreadable file."""
-    from torch_utils import checkpoint
+def check_device(device) -> torch.device:
+    """--device as a torch.device; ExportError if torch does not know it or it is not available here.
 
+    Snapshots themselves are loaded by torch_utils.checkpoint.load_network (with_options=True).
+    """
     try:
         device = torch.device(device)
     except RuntimeError as err:
         raise ExportError(f'--device {device}: {err}') from None
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ExportError(f'--device {device}: CUDA is not available here; use --device cpu')
-    try:
-        data = checkpoint.load(path)  # read once: snapshots also hold D and optimizer states
-        modules = data.get('modules') or {}
-        if 'G_ema' not in modules:
-            held = ', '.join(sorted(modules)) or 'none'
-            raise ExportError(
-                f'snapshot "{path}" holds no G_ema network (it holds: {held}); pass a training snapshot'
-            )
-        G = checkpoint.build_module(modules['G_ema'], device=device, where=f'{path}: G_ema')
-        G.eval().requires_grad_(False)
-    except ExportError:
-        raise
-    except FileNotFoundError:
-        raise ExportError(
-            f'snapshot "{path}" does not exist; pass --network <run>/network-snapshot-*.pt'
-        ) from None
-    except Exception as err:  # corrupt, foreign, or built by incompatible code: all end the command
-        message = ' '.join(str(err).split()) or type(err).__name__
-        raise ExportError(f'cannot load the generator from "{path}": {message}') from None
-    options = data.get('training_options') or {}
-    return G, options if isinstance(options, dict) else {}
+    return device
 
 
 # ----------------------------------------------------------------------------
