@@ -176,7 +176,9 @@ def validate(data, plot):
 
 
 @cli.command('from-nerfstudio')
-@click.option('--source', required=True, help='nerfstudio transforms.json (images relative to it).')
+@click.option(
+    '--source', required=True, help='nerfstudio transforms.json, or its folder (images relative to it).'
+)
 @click.option('--dest', required=True, help='Output .zip (images as PNG + dataset.json).')
 @click.option(
     '--radius', type=float, default=3.5, show_default=True, help='Mean camera distance after rescaling.'
@@ -194,6 +196,10 @@ def from_nerfstudio(source, dest, radius, up):
 
     from training.dataset import DatasetError, check_labels
 
+    if os.path.isdir(source):
+        if not os.path.isfile(os.path.join(source, 'transforms.json')):
+            raise DatasetError(f'--source {source}: the folder has no transforms.json; point --source at it')
+        source = os.path.join(source, 'transforms.json')
     try:
         with open(source) as f:
             transforms = json.load(f)
@@ -237,8 +243,10 @@ def from_nerfstudio(source, dest, radius, up):
 @click.option('--dest', required=True, help='Output folder: dataset.zip, meshes/ (normalized), meta.json.')
 @click.option('--views', type=click.IntRange(min=1), default=128, show_default=True, help='Views per mesh.')
 @click.option('--resolution', type=click.IntRange(min=8), default=256, show_default=True)
-@click.option('--radius', type=float, default=3.5, show_default=True, help='Camera sphere radius.')
-@click.option('--fov', type=float, default=45.0, show_default=True, help='Field of view, degrees.')
+@click.option(
+    '--radius', type=float, help='Camera sphere radius; default: render_multiview.MEGASCANS_RADIUS.'
+)
+@click.option('--fov', type=float, help='Field of view, degrees; default: render_multiview.MEGASCANS_FOV.')
 @click.option('--color', default='#bfbfbf', show_default=True, help='Colour of meshes without their own.')
 @click.option('--seed', type=int, default=0, show_default=True)
 @clear_errors
@@ -249,6 +257,11 @@ def render(meshes, dest, views, resolution, radius, fov, color, seed):
 
     from training.dataset import parse_background
 
+    radius = rm.MEGASCANS_RADIUS if radius is None else radius  # paper App. D.1
+    fov = rm.MEGASCANS_FOV if fov is None else fov
+    missing = [path for path in meshes if not os.path.isfile(path)]
+    if missing:
+        raise rm.RenderError(f'--mesh {missing[0]}: the file does not exist; check the path')
     colour = tuple(c / 255 for c in parse_background(color))
     start, entries = time.time(), []
     os.makedirs(os.path.join(dest, 'meshes'), exist_ok=True)

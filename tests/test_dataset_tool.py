@@ -175,15 +175,9 @@ def test_from_nerfstudio_recovers_the_scene(tmp_path):
     tilt = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # our +y becomes nerfstudio's +z
     ours = _nerfstudio_scene(tmp_path / 'ns', centre=[1.0, -2.0, 0.5], scale=3.0, tilt=tilt)
     result = invoke(
-        'from-nerfstudio',
-        '--source',
-        tmp_path / 'ns' / 'transforms.json',
-        '--dest',
-        tmp_path / 'o.zip',
-        '--radius',
-        2.0,
+        'from-nerfstudio', '--source', tmp_path / 'ns', '--dest', tmp_path / 'o.zip', '--radius', 2.0
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, result.output  # --source: the folder holding transforms.json
     with zipfile.ZipFile(tmp_path / 'o.zip') as zf:
         names = sorted(n for n in zf.namelist() if n.endswith('.png'))
         labels, fmt = ops.labels_for(names, zf.read('dataset.json'), 'o.zip')
@@ -210,6 +204,50 @@ def test_from_nerfstudio_errors(tmp_path):
     assert_one_line_error(
         invoke('from-nerfstudio', '--source', tmp_path / 'u.json', '--dest', tmp_path / 'o.zip'), 'u.json'
     )
+    assert_one_line_error(
+        invoke('from-nerfstudio', '--source', tmp_path, '--dest', tmp_path / 'o.zip'), 'no transforms.json'
+    )
+    _nerfstudio_scene(tmp_path / 'ns', centre=[0.0, 0, 0], scale=1.0, tilt=np.eye(3))
+    transforms = json.loads((tmp_path / 'ns' / 'transforms.json').read_text())
+    for frames in (transforms['frames'][:1], transforms['frames'][:1] * 3):  # one frame; one place thrice
+        (tmp_path / 'ns' / 'transforms.json').write_text(json.dumps(dict(transforms, frames=frames)))
+        result = invoke('from-nerfstudio', '--source', tmp_path / 'ns', '--dest', tmp_path / 'o.zip')
+        assert_one_line_error(result, 'sit at their common look-at point')
+    assert not (tmp_path / 'o.zip').exists()
+
+
+def test_render_missing_mesh_and_protocol_defaults(tmp_path, monkeypatch):
+    import render_multiview as rm
+
+    result = invoke('render', '--mesh', tmp_path / 'missing.obj', '--dest', tmp_path / 'out')
+    assert_one_line_error(result, 'missing.obj', 'does not exist')
+    seen = []
+
+    class FakeRenderer:  # no offscreen context needed: the command stops at the cameras
+        def __init__(self, resolution):
+            pass
+
+        def set_mesh(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+    def sphere_cameras(views, radius, fov, seed):
+        seen.append((radius, fov))
+        raise rm.RenderError('stop')
+
+    monkeypatch.setattr(rm, 'MeshRenderer', FakeRenderer)
+    monkeypatch.setattr(rm, 'sphere_cameras', sphere_cameras)
+    (tmp_path / 'tri.obj').write_text('v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n')
+    monkeypatch.setattr(rm, 'MEGASCANS_RADIUS', 2.25)  # the defaults are the module's protocol constants
+    assert_one_line_error(
+        invoke('render', '--mesh', tmp_path / 'tri.obj', '--dest', tmp_path / 'out'), 'stop'
+    )
+    assert_one_line_error(
+        invoke('render', '--mesh', tmp_path / 'tri.obj', '--dest', tmp_path / 'out', '--fov', 30), 'stop'
+    )
+    assert seen == [(2.25, rm.MEGASCANS_FOV), (2.25, 30.0)]
 
 
 def test_cli_bad_inputs_exit_nonzero_with_one_line(tmp_path):
