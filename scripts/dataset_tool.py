@@ -181,7 +181,9 @@ def validate(data, plot):
 )
 @click.option('--dest', required=True, help='Output .zip (images as PNG + dataset.json).')
 @click.option(
-    '--radius', type=float, default=3.5, show_default=True, help='Mean camera distance after rescaling.'
+    '--radius',
+    type=float,
+    help='Mean camera distance after rescaling; default: render_multiview.MEGASCANS_RADIUS.',
 )
 @click.option(
     '--up', type=click.Choice(['auto', 'y', 'z']), default='auto', show_default=True, help='World up.'
@@ -193,9 +195,11 @@ def from_nerfstudio(source, dest, radius, up):
     3.5 puts an object that fills ~70% of a 45-degree view into [-1, 1]^3)."""
     import dataset_ops as ops
     import numpy as np
+    import render_multiview as rm
 
     from training.dataset import DatasetError, check_labels
 
+    radius = rm.MEGASCANS_RADIUS if radius is None else radius
     if os.path.isdir(source):
         if not os.path.isfile(os.path.join(source, 'transforms.json')):
             raise DatasetError(f'--source {source}: the folder has no transforms.json; point --source at it')
