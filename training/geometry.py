@@ -19,6 +19,7 @@ import torch
 import tqdm
 
 from torch_utils import misc
+from training.export_utils import to_uint8
 
 MC_METHODS = ('flying_edges', 'skimage')
 DEFAULT_MC_METHOD = (
@@ -292,8 +293,8 @@ def vertex_colors(color_fn, vertices: np.ndarray, chunk_size: int = 1 << 16, dev
         with torch.no_grad():
             rgb = color_fn(points)  # [1, P, 3]
         misc.assert_shape(rgb, [1, points.shape[1], 3])
-        rgb = ((rgb[0].float().cpu() + 1) * 127.5).round().clamp(0, 255)
-        colors[start : start + len(rgb)] = rgb.to(torch.uint8).numpy()
+        as_image = rgb.permute(0, 2, 1)[..., None]  # [1, P, 3] -> [1, 3, P, 1]: one column of pixels
+        colors[start : start + points.shape[1]] = to_uint8(as_image).reshape(-1, 3)  # [1, P, 1, 3] -> [P, 3]
     return colors
 
 
