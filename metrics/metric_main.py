@@ -1,7 +1,8 @@
 """Metric registry: names -> functions of MetricOptions, plus `calc_metric` and `report_metric`.
 
-The training loop and calc_metrics.py both call `calc_metric(name, G=G_ema, dataset_kwargs=..., ...)`, so
-in-training and standalone numbers come from the same code with the same seeds.
+The training loop and calc_metrics.py both call `calc_metric(name, G=G_ema, dataset_kwargs=...,
+camera_prior_kwargs=<the run's>, ...)`, so in-training and standalone numbers come from the same code with
+the same seeds and cameras.
 """
 
 import json

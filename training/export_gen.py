@@ -1,4 +1,4 @@
-"""Generator-facing steps of gen_samples.py: load a snapshot, resolve cameras, map seeds to w, synthesise
+"""Generator-facing steps of gen_samples.py (snapshots load through checkpoint.load_network): resolve cameras, map seeds to w, synthesise
 tri-planes once per latent and render them from any camera in bounded batches.
 
 Every function is deterministic for a given seed: z comes from the seed (export_utils.z_from_seed), random
