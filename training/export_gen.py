@@ -1,5 +1,6 @@
-"""Generator-facing steps of gen_samples.py (snapshots load through checkpoint.load_network): resolve cameras, map seeds to w, synthesise
-tri-planes once per latent and render them from any camera in bounded batches.
+"""Generator-facing steps of gen_samples.py (snapshots load through checkpoint.load_network): resolve
+cameras, map seeds to w, synthesise tri-planes once per latent and render them from any camera in bounded
+batches.
 
 Every function is deterministic for a given seed: z comes from the seed (export_utils.z_from_seed), random
 cameras from a torch.Generator seeded by it, and the synthesis network runs with noise_mode='const'.
