@@ -4,6 +4,7 @@ import json
 import math
 import os
 
+import click
 import numpy as np
 import pytest
 import torch
@@ -186,3 +187,20 @@ def test_fakes_use_the_run_camera_radius_and_fov(tmp_path, monkeypatch):
     raw_radius = camera_to_angles(raw_camera.cam2world)[2]  # the raw labels: every sample misses G's box
     assert torch.allclose(raw_radius, torch.full([8], 3.5)) and 3.5 - 1.25 > math.sqrt(3) * 0.475
     assert not torch.allclose(raw.image, out.image, atol=0.05)
+
+
+def test_camera_prior_of_the_run():
+    from training.dataset import load_dataset_preset
+
+    demo = load_dataset_preset('demo')
+    expected = dict(
+        class_name='training.cameras.make_camera_prior', kind=demo['camera_prior'], radius=demo['radius'],
+        fov=demo['fov'], **demo['camera_prior_kwargs'],
+    )  # fmt: skip
+    resolve = calc_metrics.resolve_camera_prior_kwargs
+    assert resolve(dict(camera_prior_kwargs=PRIOR), None) == PRIOR  # what training used
+    assert resolve(dict(dataset_preset=demo), None) == expected
+    assert resolve(dict(dataset='demo'), None) == expected
+    assert resolve(dict(camera_prior_kwargs=PRIOR), 'demo') == expected  # --dataset-preset overrides
+    with pytest.raises(click.ClickException, match='nosuch'):
+        resolve({}, 'nosuch')
