@@ -246,6 +246,25 @@ def test_checkpointing_gives_the_same_values_and_gradients():
         assert torch.allclose(grad, results[1][1][name], atol=1e-5, rtol=1e-4), name
 
 
+def test_checkpoint_recompute_replays_the_same_random_noise():
+    results = []
+    for checkpoint_res in [None, 8]:
+        G = _tiny_G(checkpoint_res=checkpoint_res)
+        G.synthesis.checkpoint_batch = 2  # one slice: the same random draws as without checkpointing
+        with torch.no_grad():
+            for name, p in G.named_parameters():
+                if 'noise_strength' in name:
+                    p.fill_(0.5)
+        torch.manual_seed(5)
+        planes = G.synthesis(G.mapping(torch.randn(2, 8)), noise_mode='random')
+        weights = torch.arange(planes.numel()).reshape(planes.shape).sin()
+        results.append(
+            (planes.detach(), torch.autograd.grad((planes * weights).sum(), list(G.synthesis.parameters())))
+        )
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(results[0][1], results[1][1]))
+
+
 def test_gradients_reach_every_parameter_and_forward_keeps_state():
     G = _tiny_G(bg_model=True).train()
     before = copy.deepcopy(G.state_dict())
