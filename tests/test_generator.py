@@ -139,6 +139,18 @@ def test_modulated_conv_matches_layers_in_fused_and_unfused_form(N, H, up, demod
         torch.autograd.grad(ours, [x, weight, styles], g), torch.autograd.grad(ref, [x, weight, styles], g)))  # fmt: skip
 
 
+def test_upsample2x_equals_upfirdn2d():
+    from torch_utils.ops import upfirdn2d
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    ours = triplane.upsample2x(x)
+    ref = upfirdn2d.upsample2d(x, upfirdn2d.setup_filter([1, 3, 3, 1]).to(torch.float64))
+    assert ours.shape == (2, 3, 10, 14) and torch.allclose(ours, ref, atol=1e-12)
+    g = torch.randn_like(ref)
+    assert torch.allclose(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(ref, x, g)[0], atol=1e-12)
+
+
 # ----------------------------------------------------------------------------
 # Generator interface.
 
