@@ -24,7 +24,7 @@ def _flags(**kw) -> dict:
 # Required.
 @click.option('--outdir', help='Where to make the run directory.', metavar='DIR', required=True)
 @click.option('--cfg', help='Preset in configs/ (or a YAML path).', metavar='NAME', required=True)
-@click.option('--data', help='Dataset folder or zip.', metavar='PATH', required=True)
+@click.option('--data', help='Dataset folder or zip  [default: the dataset preset\'s path]', metavar='PATH')
 @click.option('--gpus', help='Processes to spawn locally (torchrun sets this itself).', type=click.IntRange(min=1), default=1, show_default=True)
 # Training length, batch, regularization.
 @click.option('--batch', help='Total batch size  [preset: 64]', type=click.IntRange(min=1))

@@ -56,6 +56,7 @@ def test_shipped_demo_preset_dry_run(setup):
         (['--patch-res', '32'], '--patch-res 32 is larger than the image resolution 16'),
         (['--batch-gpu', '3'], '--batch-gpu 3 must divide the per-process batch 4'),
         (['--resume', 'latest'], '--resume latest: no run with a snapshot'),
+        (['--metrics', 'fid50k_full,fid1M'], '--metrics: unknown metric "fid1M"'),
     ],
 )
 def test_user_mistakes_are_one_line_errors(setup, extra, message):

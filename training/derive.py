@@ -100,6 +100,7 @@ def model_kwargs(opts, dp: dict, batch_gpu: int, source: str) -> dnnlib.EasyDict
         class_name='training.cameras.make_camera_prior', kind=dp['camera_prior'],
         radius=dp['radius'], fov=dp['fov'], **dp['camera_prior_kwargs'],
     )  # fmt: skip
+    _check_metrics(opts.metrics)
     c.G_kwargs = _generator_kwargs(opts, dp, source)
     c.D_kwargs = _discriminator_kwargs(opts, R, source)
     c.sampler_kwargs = _sampler_kwargs(opts, R, c.D_kwargs, batch_gpu)
@@ -114,6 +115,17 @@ def model_kwargs(opts, dp: dict, batch_gpu: int, source: str) -> dnnlib.EasyDict
         batch_size=opts.batch,
     )  # fmt: skip
     return c
+
+
+def _check_metrics(names: list) -> None:
+    if not names:
+        return
+    from metrics import metric_main
+
+    for name in names:
+        if not metric_main.is_valid_metric(name):
+            valid = ', '.join(metric_main.list_valid_metrics())
+            raise config.ConfigError(f'--metrics: unknown metric "{name}"; valid: {valid} (or none)')
 
 
 def _sampler_kwargs(opts, R: int, D_kwargs: dict, batch_gpu: int) -> dict:
@@ -142,12 +154,14 @@ def _generator_kwargs(opts, dp: dict, source: str) -> dict:
     """Paper defaults live in Generator's signature; the dataset preset gives the scene, the flags the sizes."""
     check_kwargs(G_CLASS, opts.G_kwargs, f'{source}: G_kwargs')
     background = dp['background'] if dp['background'] in ('white', 'black') else 'white'
-    return dict(
+    kw = dict(
         class_name=G_CLASS, img_resolution=dp['resolution'], patch_resolution=opts.patch_res,
         plane_resolution=opts.triplane_res, num_coarse=opts.ray_steps, num_fine=opts.ray_steps,
         scene_bounds=dp['cube_scale'], ray_start=dp['ray_start'], ray_end=dp['ray_end'],
-        background=background, bg_model=bool(opts.bg), **opts.G_kwargs,
+        background=background, bg_model=bool(opts.bg),
     )  # fmt: skip
+    kw.update(opts.G_kwargs)  # a preset's G_kwargs may refine anything (e.g. num_fine)
+    return kw
 
 
 def _discriminator_kwargs(opts, R: int, source: str) -> dict:
