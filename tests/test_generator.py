@@ -139,6 +139,18 @@ def test_modulated_conv_matches_layers_in_fused_and_unfused_form(N, H, up, demod
         torch.autograd.grad(ours, [x, weight, styles], g), torch.autograd.grad(ref, [x, weight, styles], g)))  # fmt: skip
 
 
+def test_upsample2x_equals_upfirdn2d():
+    from torch_utils.ops import upfirdn2d
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    ours = triplane.upsample2x(x)
+    ref = upfirdn2d.upsample2d(x, upfirdn2d.setup_filter([1, 3, 3, 1]).to(torch.float64))
+    assert ours.shape == (2, 3, 10, 14) and torch.allclose(ours, ref, atol=1e-12)
+    g = torch.randn_like(ref)
+    assert torch.allclose(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(ref, x, g)[0], atol=1e-12)
+
+
 # ----------------------------------------------------------------------------
 # Generator interface.
 
@@ -244,6 +256,25 @@ def test_checkpointing_gives_the_same_values_and_gradients():
     assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
     for name, grad in results[0][1].items():
         assert torch.allclose(grad, results[1][1][name], atol=1e-5, rtol=1e-4), name
+
+
+def test_checkpoint_recompute_replays_the_same_random_noise():
+    results = []
+    for checkpoint_res in [None, 8]:
+        G = _tiny_G(checkpoint_res=checkpoint_res)
+        G.synthesis.checkpoint_batch = 2  # one slice: the same random draws as without checkpointing
+        with torch.no_grad():
+            for name, p in G.named_parameters():
+                if 'noise_strength' in name:
+                    p.fill_(0.5)
+        torch.manual_seed(5)
+        planes = G.synthesis(G.mapping(torch.randn(2, 8)), noise_mode='random')
+        weights = torch.arange(planes.numel()).reshape(planes.shape).sin()
+        results.append(
+            (planes.detach(), torch.autograd.grad((planes * weights).sum(), list(G.synthesis.parameters())))
+        )
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(results[0][1], results[1][1]))
 
 
 def test_gradients_reach_every_parameter_and_forward_keeps_state():

@@ -96,7 +96,8 @@ class Generator(torch.nn.Module):
         super().__init__()
         if not (0 < scene_bounds and 0 < ray_start < ray_end):
             raise ValueError(
-                f'Generator: need 0 < scene_bounds and 0 < ray_start < ray_end, got {scene_bounds}, {ray_start}, {ray_end}'
+                f'Generator: need 0 < scene_bounds and 0 < ray_start < ray_end, got {scene_bounds}, {ray_start}, '
+                f'{ray_end} (cube_scale, ray_start, ray_end of the dataset preset, configs/datasets/<name>.yaml)'
             )
         self.z_dim, self.w_dim = z_dim, w_dim
         self.img_resolution, self.patch_resolution = img_resolution, patch_resolution
