@@ -15,15 +15,41 @@ import dnnlib
 from metrics import metric_main
 from torch_utils import checkpoint, distributed
 from training import run_dir as run_dirs
+from training.dataset import DatasetError, load_dataset_preset
 
 DATASET_CLASS = 'training.dataset.ImageFolderDataset'
 
 
 def find_training_options(run_dir: str | None, snapshot: str) -> dict | None:
-    """The run's training options: training_options.json beside the snapshot, else the snapshot's copy."""
+    """The run's training options: training_options.json beside the snapshot, else the snapshot's copy.
+
+    The snapshot is loaded either way, so a file that is not a PGRF snapshot fails here, before any work.
+    """
+    _, stored = checkpoint.load_network(snapshot, 'G_ema', with_options=True)
     if run_dir and os.path.isfile(os.path.join(run_dir, 'training_options.json')):
         return run_dirs.read_options(run_dir)
-    return checkpoint.load(snapshot).get('training_options')
+    return stored
+
+
+def resolve_camera_prior_kwargs(options: dict | None, dataset_preset: str | None) -> dict:
+    """The run's camera prior (kind, radius, fov, angles), as training passes it to the in-training metrics:
+    --dataset-preset if given, else the training options' camera_prior_kwargs, else their dataset preset."""
+    options = options or {}
+    if dataset_preset is None and options.get('camera_prior_kwargs'):
+        return dict(options['camera_prior_kwargs'])
+    preset = options.get('dataset_preset') if dataset_preset is None else None
+    name = dataset_preset if dataset_preset is not None else options.get('dataset')
+    if not isinstance(preset, dict) and name is not None:
+        try:
+            preset = load_dataset_preset(name)
+        except DatasetError as err:
+            raise click.ClickException(f'--dataset-preset: {err}') from None
+    if not isinstance(preset, dict):
+        raise click.ClickException(
+            'the run records no camera prior (radius, fov) for the fakes; pass --dataset-preset NAME (e.g. ffhq256)'
+        )
+    numbers = dict(radius=preset['radius'], fov=preset['fov'], **preset['camera_prior_kwargs'])
+    return dict(class_name='training.cameras.make_camera_prior', kind=preset['camera_prior'], **numbers)
 
 
 def resolve_snapshots(network: str | None, run: str | None, which: str) -> tuple[list[str], str | None]:
@@ -127,6 +153,11 @@ def print_table(rows: list[dict]) -> None:
     metavar='PATH',
 )
 @click.option(
+    '--dataset-preset',
+    help="Camera radius/fov/prior of the fakes from this preset; default: the run's.",
+    metavar='NAME',
+)
+@click.option(
     '--cameras',
     'camera_source',
     type=click.Choice(['dataset', 'prior']),
@@ -153,8 +184,8 @@ def print_table(rows: list[dict]) -> None:
 @click.option('--cache/--no-cache', default=True, show_default=True, help='Cache real-data statistics.')
 @click.option('--verbose/--quiet', default=True, show_default=True, help='Progress bars.')
 @click.option('--list', 'list_metrics', is_flag=True, help='List the valid metric names and exit.')
-def main(network, run, snapshots, metrics, data, mirror, gpus, feature_net, camera_source, batch_size, batch_gen,
-         seed, cache, verbose, list_metrics):  # fmt: skip
+def main(network, run, snapshots, metrics, data, mirror, gpus, feature_net, dataset_preset, camera_source,
+         batch_size, batch_gen, seed, cache, verbose, list_metrics):  # fmt: skip
     """Evaluate FID/KID/PR/SWD and 3D metrics of PGRF snapshots; append results to <run>/metric-<name>.jsonl."""
     if list_metrics:
         click.echo('\n'.join(metric_main.list_valid_metrics()))
@@ -165,23 +196,33 @@ def main(network, run, snapshots, metrics, data, mirror, gpus, feature_net, came
         raise click.ClickException(
             f'--metrics: unknown {invalid}; valid: {", ".join(metric_main.list_valid_metrics())}'
         )
+    if feature_net and '://' not in feature_net and not os.path.isfile(feature_net):
+        raise click.ClickException(
+            f'--feature-net {feature_net}: no such file (give an FID Inception state_dict)'
+        )
     paths, run_dir = resolve_snapshots(network, run, snapshots)
-    options = find_training_options(run_dir, paths[-1])
+    try:
+        options = find_training_options(run_dir, paths[-1])
+    except checkpoint.CheckpointError as err:
+        raise click.ClickException(str(err)) from None
     common = dict(
         dataset_kwargs=resolve_dataset_kwargs(data, mirror, options), feature_net=feature_net, cache=cache,
-        camera_source=camera_source, batch_size=batch_size, batch_gen=batch_gen, seed=seed,
+        camera_source=camera_source, camera_prior_kwargs=resolve_camera_prior_kwargs(options, dataset_preset),
+        batch_size=batch_size, batch_gen=batch_gen, seed=seed,
     )  # fmt: skip
-    if camera_source == 'prior':
-        if not (options or {}).get('camera_prior_kwargs'):
-            raise click.ClickException(
-                '--cameras prior: the run has no camera_prior_kwargs in its training options'
-            )
-        common['camera_prior_kwargs'] = options['camera_prior_kwargs']
     out_json = os.path.join(run_dir or '.', f'.calc_metrics-{os.getpid()}.json')
     try:
         distributed.spawn(_evaluate_and_save, gpus, paths, metrics, run_dir, common, verbose, out_json)
         with open(out_json) as f:
             rows = json.load(f)
+    except checkpoint.CheckpointError as err:  # an unreadable snapshot of --run: its own one-line message
+        raise click.ClickException(str(err)) from None
+    except (
+        ValueError,
+        OSError,
+        DatasetError,
+    ) as err:  # a user's mistake (data, weights, options): one line, no traceback
+        raise click.ClickException(f'{type(err).__name__}: {err}') from err
     finally:
         if os.path.exists(out_json):
             os.remove(out_json)

@@ -14,6 +14,7 @@ import os
 import click
 
 import dnnlib
+from torch_utils import checkpoint
 from training import export_commands, export_gen, export_utils, geometry
 
 
@@ -55,17 +56,21 @@ def common_options(fn):
 def run(command, network, seeds, outdir, trunc, trunc_cutoff, dataset_preset, radius, fov, device, **kwargs):
     """Load, resolve cameras, run one export command; every user mistake ends as one click error line."""
     try:
-        G, options = export_gen.load_snapshot(network, device)
-        cameras = export_gen.camera_settings(options, dataset_preset, radius, fov)
-        cfg = dnnlib.EasyDict(trunc=trunc, trunc_cutoff=trunc_cutoff, cameras=cameras)
+        export_gen.check_device(device)
+        G, options = checkpoint.load_network(network, 'G_ema', device, with_options=True)
+        cameras = None  # meshes need no camera
+        if command is not export_commands.mesh:
+            cameras = export_gen.camera_settings(options, dataset_preset, radius, fov)
+        mult = kwargs.pop('samples_mult', 1)
+        render_kwargs = dict(num_samples_multiplier=mult) if mult != 1 else {}
+        cfg = dnnlib.EasyDict(
+            trunc=trunc, trunc_cutoff=trunc_cutoff, cameras=cameras, render_kwargs=render_kwargs
+        )
         os.makedirs(outdir, exist_ok=True)
         result = command(G, cfg, seeds, outdir, device=device, **kwargs)
-    except (export_gen.ExportError, geometry.EmptyIsosurfaceError) as err:
+    except (export_gen.ExportError, checkpoint.CheckpointError, geometry.EmptyIsosurfaceError) as err:
         raise click.ClickException(str(err)) from None
-    paths, notes = result if isinstance(result, tuple) else (result, [])
-    for note in notes:
-        click.echo(note)
-    click.echo(f'wrote {len(paths)} files to {outdir}')
+    click.echo(f'wrote {len(result)} files to {outdir}')
 
 
 camera_option = click.option(
@@ -81,6 +86,13 @@ resolution_option = click.option(
     default=None,
     help='Image size (default: training resolution).',
 )
+samples_option = click.option(
+    '--samples-mult',
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help='Multiply the samples per ray (smoother renders, proportionally slower).',
+)
 trajectory_choice = click.Choice(sorted(export_gen.cams.TRAJECTORIES))
 
 
@@ -93,6 +105,7 @@ def main():
 @common_options
 @camera_option
 @resolution_option
+@samples_option
 @click.option('--foreground-only', is_flag=True, help='No background model; PNGs get the opacity as alpha.')
 @click.option('--grid/--no-grid', default=True, show_default=True, help='Also write a grid of all images.')
 def images(**kw):
@@ -102,10 +115,11 @@ def images(**kw):
 
 @main.command()
 @common_options
-@click.option('--trajectory', type=trajectory_choice, default='orbit', show_default=True)
-@click.option('--frames', type=click.IntRange(min=1), default=120, show_default=True)
-@click.option('--fps', type=click.IntRange(min=1), default=30, show_default=True)
+@click.option('--trajectory', type=trajectory_choice, default='orbit', show_default=True, help='Camera path.')
+@click.option('--frames', type=click.IntRange(min=1), default=120, show_default=True, help='Video length.')
+@click.option('--fps', type=click.IntRange(min=1), default=30, show_default=True, help='Frames per second.')
 @resolution_option
+@samples_option
 @click.option('--grid-cols', type=click.IntRange(min=1), default=None, help='Columns of the seed grid.')
 def video(**kw):
     """An mp4 along a camera trajectory: one seed, or a grid of seeds."""
@@ -114,13 +128,16 @@ def video(**kw):
 
 @main.command()
 @common_options
-@click.option('--frames-per-seed', type=click.IntRange(min=1), default=30, show_default=True)
-@click.option('--fps', type=click.IntRange(min=1), default=30, show_default=True)
+@click.option(
+    '--frames-per-seed', type=click.IntRange(min=1), default=30, show_default=True, help='Frames per step.'
+)
+@click.option('--fps', type=click.IntRange(min=1), default=30, show_default=True, help='Frames per second.')
 @click.option(
     '--trajectory', type=trajectory_choice, default=None, help='Move the camera while interpolating.'
 )
 @click.option('--loop', is_flag=True, help='Return to the first seed at the end.')
 @resolution_option
+@samples_option
 def interp(**kw):
     """An mp4 interpolating linearly in w between consecutive seeds."""
     if len(kw['seeds']) < 2:
@@ -134,8 +151,12 @@ def interp(**kw):
 @common_options
 @camera_option
 @resolution_option
+@samples_option
 def depth(**kw):
-    """Depth and opacity maps of the foreground: colourised PNGs and raw .npy."""
+    """Depth and opacity maps of the foreground: colourised PNGs and raw float32 .npy [H, W].
+
+    Depth is the expected distance along each pixel's ray (world units), opacity the accumulated alpha.
+    """
     run(export_commands.depth, **kw)
 
 
@@ -154,13 +175,25 @@ def _crop(ctx, param, value):
 @click.option(
     '--threshold', type=float, default=None, help='Density iso-level [default: Otsu split of the density].'
 )
-@click.option('--format', 'fmt', type=click.Choice(geometry.MESH_FORMATS), default='ply', show_default=True)
+@click.option(
+    '--format',
+    'fmt',
+    type=click.Choice(geometry.MESH_FORMATS),
+    default='ply',
+    show_default=True,
+    help='Mesh file type (all keep vertex colours).',
+)
 @click.option('--crop', callback=_crop, default=None, help='Box x0,x1,y0,y1,z0,z1 (default: the scene box).')
 @click.option(
     '--method', type=click.Choice(geometry.MC_METHODS), default=geometry.DEFAULT_MC_METHOD, show_default=True
 )
+@click.option(
+    '--cap/--no-cap', default=True, show_default=True, help='Close surfaces cut by the box (watertight mesh).'
+)
 @click.option('--render/--no-render', default=True, show_default=True, help='Also write a PNG of the mesh.')
-@click.option('--render-resolution', type=click.IntRange(16, 4096), default=512, show_default=True)
+@click.option(
+    '--render-resolution', type=click.IntRange(16, 4096), default=512, show_default=True, help='PNG size.'
+)
 @click.option(
     '--chunk-size',
     type=click.IntRange(min=1024),

@@ -18,6 +18,18 @@ def _render_resolution(opts) -> int:
     return int(opts.G.img_resolution)
 
 
+def foreground_opacity(out, camera: Camera, scene_bounds: float, margin: float = 0.01) -> torch.Tensor:
+    """Opacity with pixels at the far end of the scene's depth range zeroed. [N, 1, r, r]
+
+    Without a background model the generator's last ray interval reaches infinity, so every pixel is
+    opaque and background pixels sit at the far bound; no point of the scene box can be that deep (except
+    its far corner), so the last `margin` of the range [radius - b sqrt 3, radius + b sqrt 3] is background.
+    """
+    value_range = gm.scene_depth_range(camera, scene_bounds)  # [N, 2]
+    far = value_range[:, 1] - margin * (value_range[:, 1] - value_range[:, 0])
+    return out.opacity * (out.depth < far[:, None, None, None]).to(out.opacity.dtype)
+
+
 def nonflatness(opts, num_items: int = 1024, num_bins: int = 64, opacity_threshold: float = 0.5) -> dict:
     """Mean and std over samples of the foreground depth-histogram entropy (nats; log(num_bins) at most).
 
@@ -27,10 +39,10 @@ def nonflatness(opts, num_items: int = 1024, num_bins: int = 64, opacity_thresho
     scene_bounds = float(opts.G.scene_bounds)
     entropies = []
     with mu.progress_bar(opts, num_items, 'nonflat') as bar:
-        for out, camera, count in mu.render_fakes(
+        for out, camera, count, _items in mu.render_fakes(
             opts, num_items, opts.batch_size, _render_resolution(opts), foreground_only=True
         ):
-            mask = out.opacity > opacity_threshold
+            mask = foreground_opacity(out, camera, scene_bounds) > opacity_threshold
             value_range = gm.scene_depth_range(camera, scene_bounds)
             entropies.append(
                 mu.gather(gm.depth_histogram_entropy(out.depth, mask, value_range, num_bins), opts)
@@ -53,7 +65,7 @@ def multiview_consistency(
 ) -> dict:
     """Mean masked reprojection error (colour units in [0, 1]) between each sample's render from its camera
     and from that camera orbited by `yaw_step` radians; also the mean fraction of pixels compared."""
-    resolution = _render_resolution(opts)
+    resolution, scene_bounds = _render_resolution(opts), float(opts.G.scene_bounds)
     views_a = mu.render_fakes(opts, num_items, opts.batch_size, resolution, foreground_only=True)
     views_b = mu.render_fakes(
         opts,
@@ -65,9 +77,9 @@ def multiview_consistency(
     )
     errors, coverages = [], []
     with mu.progress_bar(opts, num_items, 'mvc') as bar:
-        for (out_a, cam_a, count), (out_b, cam_b, _) in zip(views_a, views_b):
-            view_a = dict(out_a, camera=cam_a)
-            view_b = dict(out_b, camera=cam_b)
+        for (out_a, cam_a, count, _), (out_b, cam_b, _, _) in zip(views_a, views_b):
+            view_a = dict(out_a, camera=cam_a, opacity=foreground_opacity(out_a, cam_a, scene_bounds))
+            view_b = dict(out_b, camera=cam_b, opacity=foreground_opacity(out_b, cam_b, scene_bounds))
             err, cov = gm.reprojection_error(view_a, view_b, depth_kind, opacity_threshold)
             errors.append(mu.gather(err, opts))
             coverages.append(mu.gather(cov.to(err.dtype), opts))
@@ -151,7 +163,8 @@ def chamfer_to_source_meshes(
 ) -> dict:
     """For each source object: pick the closest of `num_candidates` samples (pixel MSE over `views` views),
     extract its mesh, and measure the Chamfer distance to the source mesh after normalizing both to a unit
-    box. Objects are split across ranks; the mean over objects is reported."""
+    box. Objects are split across ranks; the mean over objects is reported, and how many objects had no
+    surface to extract (`chamfer_failed`; those are left out of the mean)."""
     dataset = mu.get_dataset(opts)
     objects = load_source_objects(dataset)
     latents = mu.fake_latents(opts, list(range(num_candidates)), opts.G.z_dim)
@@ -160,11 +173,19 @@ def chamfer_to_source_meshes(
         for i in mu.rank_items(len(objects), opts):
             obj = objects[i]
             best = closest_sample(opts, dataset, obj['items'], latents, views)
-            sample_mesh = extract_sample_mesh(opts, latents[best], grid_resolution)
-            values.append(
-                gm.mesh_chamfer_distance(sample_mesh, load_mesh(obj['mesh']), num_points, seed=opts.seed)
-            )
+            try:
+                sample_mesh = extract_sample_mesh(opts, latents[best], grid_resolution)
+            except ValueError:  # no isosurface (e.g. constant density early in training): counted as failed
+                values.append(math.nan)
+            else:
+                mesh = load_mesh(obj['mesh'])
+                values.append(gm.mesh_chamfer_distance(sample_mesh, mesh, num_points, seed=opts.seed))
             bar.update(opts.num_gpus)
     gathered = mu.gather(torch.tensor(values, dtype=torch.float64, device=opts.device), opts)
     values = gathered[: len(objects)].double()
-    return dict(chamfer=values.mean().item(), chamfer_std=values.std().item() if len(values) > 1 else 0.0)
+    ok = values[values.isfinite()]
+    return dict(
+        chamfer=ok.mean().item() if len(ok) else math.nan,
+        chamfer_std=ok.std().item() if len(ok) > 1 else 0.0,
+        chamfer_failed=len(values) - len(ok),
+    )

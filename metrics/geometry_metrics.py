@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from torch_utils import misc
 from training.cameras import Camera, pixels_to_rays, world_to_pixels
+from training.patches import full_image_patch_params, patch_pixel_centres
 
 # ----------------------------------------------------------------------------
 # Non-flatness.
@@ -52,18 +53,14 @@ def scene_depth_range(camera: Camera, scene_bounds: float) -> torch.Tensor:
 # Multi-view reprojection consistency.
 
 
-def pixel_centres(N: int, H: int, W: int, device=None) -> torch.Tensor:
-    """Normalized pixel centres in row-major order. [N, H*W, 2] (u, v)"""
-    v, u = torch.meshgrid(
-        (torch.arange(H, device=device) + 0.5) / H, (torch.arange(W, device=device) + 0.5) / W, indexing='ij'
-    )
-    return torch.stack([u, v], dim=-1).reshape(1, H * W, 2).expand(N, H * W, 2)
-
-
 def lift_to_world(depth: torch.Tensor, camera: Camera, depth_kind: str = 'ray') -> torch.Tensor:
     """World points [N, H*W, 3] of every pixel of depth maps [N, 1, H, W] ('ray' distance or camera 'z')."""
     N, _, H, W = depth.shape
-    origins, dirs = pixels_to_rays(pixel_centres(N, H, W, depth.device).to(depth.dtype), camera)
+    if H != W:
+        raise ValueError(f'lift_to_world: depth maps must be square (full renders), got {H}x{W}')
+    params = full_image_patch_params(N, device=depth.device, dtype=depth.dtype)
+    uv = patch_pixel_centres(params, H).reshape(N, H * W, 2)  # [N, H, W, 2] -> [N, H*W, 2], row-major
+    origins, dirs = pixels_to_rays(uv, camera)
     t = depth.reshape(N, H * W, 1)
     if depth_kind == 'z':
         forward = camera.cam2world[:, None, :3, 2]

@@ -9,7 +9,7 @@ Structure and preprocessing follow the graph the FID reference implementation ev
 - features: the 2048-d global average pool ("pool_3").
 Parameter names follow the common PyTorch naming (Conv2d_1a_3x3.conv.weight, Mixed_5b.branch1x1.bn.bias, ...),
 so the state_dict converted from the TF graph by the pytorch-fid project loads as is (see
-docs/metrics.md for how to obtain it, and for how close the numbers are to the reference).
+metrics/README.md for how to obtain it, and for how close the numbers are to the reference).
 """
 
 import hashlib
@@ -217,7 +217,7 @@ def _check_state_dict(net: nn.Module, state: dict, source: str) -> dict:
     if missing or unexpected:
         raise ValueError(
             f'{source} is not an FID Inception-v3 state_dict: missing {missing[:5]} ({len(missing)}), '
-            f'unexpected {unexpected[:5]} ({len(unexpected)}). See docs/metrics.md for how to obtain one.'
+            f'unexpected {unexpected[:5]} ({len(unexpected)}). See metrics/README.md for how to obtain one.'
         )
     return {k: v for k, v in state.items() if k in expected}
 
@@ -245,7 +245,7 @@ def resolve_weights_path(spec: str | None = None) -> str:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f'feature network weights "{path}" do not exist (from --feature-net or ${ENV_VAR}); '
-            f'give the path of an FID Inception-v3 state_dict (see docs/metrics.md)'
+            f'give the path of an FID Inception-v3 state_dict (see metrics/README.md)'
         )
     return path
 
@@ -255,7 +255,7 @@ def load_inception(spec: str | None = None, device='cpu') -> InceptionV3FID:
     path = resolve_weights_path(spec)
     state = torch.load(path, map_location='cpu', weights_only=True)
     if not isinstance(state, dict):
-        raise ValueError(f'{path} holds a {type(state).__name__}, not a state_dict (see docs/metrics.md)')
+        raise ValueError(f'{path} holds a {type(state).__name__}, not a state_dict (see metrics/README.md)')
     net = InceptionV3FID()
     net.load_state_dict(_check_state_dict(net, state, path), strict=False)
     net.tag = f'inception-2015-12-05-sha256:{_sha256_of(path)[:16]}'

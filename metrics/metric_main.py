@@ -1,7 +1,8 @@
 """Metric registry: names -> functions of MetricOptions, plus `calc_metric` and `report_metric`.
 
-The training loop and calc_metrics.py both call `calc_metric(name, G=G_ema, dataset_kwargs=..., ...)`, so
-in-training and standalone numbers come from the same code with the same seeds.
+The training loop and calc_metrics.py both call `calc_metric(name, G=G_ema, dataset_kwargs=...,
+camera_prior_kwargs=<the run's>, ...)`, so in-training and standalone numbers come from the same code with
+the same seeds and cameras.
 """
 
 import json
@@ -110,7 +111,9 @@ def kid_full(opts, num_gen: int, max_real: int = 1_000_000) -> dict:
     """KID of `num_gen` fakes against up to `max_real` reals (100 subsets of up to 1000)."""
     real = mu.compute_real_features(opts, max_items=max_real, capture_all=True).get_all()
     fake = mu.compute_fake_features(opts, num_gen, capture_all=True).get_all()
-    kid = kernel_inception.kernel_inception_distance(real, fake, 100, 1000, seed=opts.seed)
+    kid = kernel_inception.kernel_inception_distance(
+        real, fake, 100, 1000, seed=opts.seed, device=opts.device
+    )
     return {f'kid{num_gen // 1000}k_full': kid}
 
 
@@ -149,11 +152,13 @@ def sliced_wasserstein(opts, num_items: int) -> dict:
     real = swd_lib.SWDAccumulator(seed=opts.seed, max_items=num_items)
     fake = swd_lib.SWDAccumulator(seed=opts.seed + 1, max_items=num_items)
     with mu.progress_bar(opts, 2 * num_items, 'swd') as bar:
-        for images, count in mu.iterate_real_images(opts, num_items, opts.batch_size):
-            real.append_descriptors([mu.gather(d, opts) for d in real.describe(images)])
+        for images, count, items in mu.iterate_real_images(opts, num_items, opts.batch_size):
+            real.append_descriptors([mu.gather(d, opts) for d in real.describe(images, items)])
             bar.update(count)
-        for out, _camera, count in mu.render_fakes(opts, num_items, opts.batch_size, resolution):
-            fake.append_descriptors([mu.gather(d, opts) for d in fake.describe(mu.to_uint8(out.image))])
+        for out, _camera, count, items in mu.render_fakes(opts, num_items, opts.batch_size, resolution):
+            fake.append_descriptors(
+                [mu.gather(d, opts) for d in fake.describe(mu.to_uint8(out.image), items)]
+            )
             bar.update(count)
     result = swd_lib.swd_between(real, fake, seed=opts.seed)
     resolutions = [resolution >> i for i in range(len(result['swd_levels']))]

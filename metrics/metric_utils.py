@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 
 import numpy as np
 import torch
@@ -34,8 +35,8 @@ class MetricOptions:
         feature_net=None,  # nn.Module with .feature_dim and .tag, or a path/URL of Inception weights; None = $PGRF_FEATURE_NET or the default URL.
         cache=True,  # Cache real-data statistics in cache_dir.
         cache_dir=None,  # Where; None = dnnlib.get_cache_dir('metrics').
-        camera_source='dataset',  # Cameras of fake images: 'dataset' (the dataset's poses) or 'prior'.
-        camera_prior_kwargs=None,  # For 'prior': dict(kind=..., **numbers) of training.cameras.make_camera_prior (a class_name key is ignored).
+        camera_source='dataset',  # Cameras of fake images: 'dataset' (the dataset's view directions) or 'prior'.
+        camera_prior_kwargs=None,  # The run's prior: dict(kind=..., radius=..., fov=..., **angles) of make_camera_prior (class_name ignored); 'dataset' mode takes its radius and fov.
         G_kwargs=None,  # Extra keyword arguments of G's forward (e.g. truncation_psi).
         batch_size=64,  # Images per feature-network batch (per rank).
         batch_gen=4,  # Images rendered by G at once (per rank): bounds the memory of full-resolution NeRF renders.
@@ -119,8 +120,14 @@ def rank_items(num_items: int, opts: MetricOptions) -> list[int]:
     return [(i * opts.num_gpus + opts.rank) % num_items for i in range(per_rank)]
 
 
+class _Bar(tqdm.tqdm):
+    def update(self, n=1):
+        return super().update(min(n, self.total - self.n))  # the wrapped duplicates of the last batch
+
+
 def progress_bar(opts: MetricOptions, total: int, desc: str):
-    return tqdm.tqdm(total=total, desc=desc, unit='img', disable=not opts.progress, leave=False)
+    """A tqdm bar on rank 0 (when opts.progress) that never counts past `total`."""
+    return _Bar(total=total, desc=desc, unit='img', disable=not opts.progress, leave=False)
 
 
 # ----------------------------------------------------------------------------
@@ -197,17 +204,18 @@ class FeatureStats:
 
 
 def iterate_real_images(opts: MetricOptions, num_items: int, batch_size: int):
-    """Batches of this rank's real images, and how many global items each batch stands for."""
+    """Batches of this rank's real images: (images, how many global items the batch stands for, item indices)."""
     dataset = get_dataset(opts)
-    subset = torch.utils.data.Subset(dataset, rank_items(num_items, opts))
+    items = rank_items(num_items, opts)
+    subset = torch.utils.data.Subset(dataset, items)
     loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=opts.data_workers)
-    for images, _labels in loader:
+    for start, (images, _labels) in zip(range(0, len(items), batch_size), loader):
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(
                 f'the dataset must give uint8 [3, R, R] images, got {images.dtype} {list(images.shape[1:])}'
             )
-        yield images.to(opts.device), images.shape[0] * opts.num_gpus
+        yield images.to(opts.device), images.shape[0] * opts.num_gpus, items[start : start + batch_size]
 
 
 def fake_latents(opts: MetricOptions, items: list[int], z_dim: int) -> torch.Tensor:
@@ -219,22 +227,34 @@ def fake_latents(opts: MetricOptions, items: list[int], z_dim: int) -> torch.Ten
 
 
 def fake_cameras(opts: MetricOptions, num_items: int) -> Camera:
-    """Cameras of all fake items: the dataset's poses drawn with replacement, or samples of the prior."""
-    generator = torch.Generator().manual_seed(opts.seed + 12345)
-    if opts.camera_source == 'dataset':
-        cameras = get_dataset(opts).cameras()
-        idx = torch.randint(0, cameras.batch_size, (num_items,), generator=generator)
-        return cameras.select(idx)
-    from training.cameras import make_camera_prior
+    """Cameras of all fake items: the dataset's poses drawn with replacement, or samples of the prior.
 
+    In 'dataset' mode each drawn camera keeps its view direction but is moved to the run's camera radius
+    and given the run's fov (camera_prior_kwargs), as training does: a dataset labelled at another radius
+    (Megascans: 3.5, fov 45) would otherwise put the camera outside G's ray bounds and render blanks.
+    """
+    from training.cameras import DatasetCameraPrior, make_camera_prior
+
+    generator = torch.Generator().manual_seed(opts.seed + 12345)
     kwargs = {k: v for k, v in opts.camera_prior_kwargs.items() if k != 'class_name'}
+    if opts.camera_source == 'dataset':
+        if 'radius' not in kwargs or 'fov' not in kwargs:
+            warnings.warn(
+                "metrics: camera_prior_kwargs has no radius/fov, so fakes use the dataset's raw cameras; "
+                "pass the run's camera_prior_kwargs (they are blank if the dataset's radius is not G's)",
+                stacklevel=2,
+            )
+        prior = DatasetCameraPrior(get_dataset(opts).cameras(), kwargs.get('radius'), kwargs.get('fov'))
+        return prior.sample(num_items, generator=generator)
     kind = kwargs.pop('kind')
     dataset = get_dataset(opts) if kind == 'dataset' else None
     return make_camera_prior(kind, dataset=dataset, **kwargs).sample(num_items, generator=generator)
 
 
+# Deliberately separate from training/export_utils.to_uint8: StyleGAN's metric quantisation (floor of
+# x * 127.5 + 128, i.e. round half up), kept as uint8 [N, C, H, W] on the device for the feature network.
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float -> uint8 values in [0, 255] (rounded, as saved images are)."""
+    """[-1, 1] float -> uint8 values in [0, 255] (rounded half up; saved images differ only on exact ties)."""
     return (image * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
@@ -246,7 +266,8 @@ def render_fakes(
     camera_transform=None,
     **render_kwargs,
 ):
-    """Batches of this rank's fake renders: (RenderOutput of `batch_size` items, their cameras, global count).
+    """Batches of this rank's fake renders: (RenderOutput of `batch_size` items, their cameras, global count,
+    item indices).
 
     G renders `opts.batch_gen` items at a time; the renders of a batch are concatenated.
     `camera_transform(camera) -> camera` moves each item's camera (the latents stay those of the items).
@@ -268,7 +289,7 @@ def render_fakes(
                 out = G(z, cam, resolution=resolution, noise_mode='const', **opts.G_kwargs, **render_kwargs)
             outputs.append(out)
         merged = {k: torch.cat([getattr(o, k) for o in outputs]) for k in ('image', 'depth', 'opacity')}
-        yield dnnlib.EasyDict(merged), camera, len(batch) * opts.num_gpus
+        yield dnnlib.EasyDict(merged), camera, len(batch) * opts.num_gpus, batch
 
 
 # ----------------------------------------------------------------------------
@@ -313,10 +334,10 @@ def compute_real_features(opts: MetricOptions, max_items=None, capture_all=False
         return FeatureStats.load(cache_file, capture_all, capture_mean_cov, num_items)
     stats = FeatureStats(capture_all, capture_mean_cov, max_items=num_items)
     with progress_bar(opts, num_items, 'real features') as bar:
-        for images, count in iterate_real_images(opts, num_items, opts.batch_size):
+        for images, count, _items in iterate_real_images(opts, num_items, opts.batch_size):
             with torch.no_grad():
                 stats.append(gather(net(images), opts).cpu().numpy())
-            bar.update(min(count, num_items - bar.n))
+            bar.update(count)
     if cache_file and opts.rank == 0:
         os.makedirs(os.path.dirname(cache_file), exist_ok=True)
         stats.save(cache_file)
@@ -328,8 +349,8 @@ def compute_fake_features(opts: MetricOptions, num_items: int, capture_all=False
     net, resolution = get_feature_net(opts), int(get_dataset(opts).resolution)
     stats = FeatureStats(capture_all, capture_mean_cov, max_items=num_items)
     with progress_bar(opts, num_items, 'fake features') as bar:
-        for out, _camera, count in render_fakes(opts, num_items, opts.batch_size, resolution):
+        for out, _camera, count, _items in render_fakes(opts, num_items, opts.batch_size, resolution):
             with torch.no_grad():
                 stats.append(gather(net(to_uint8(out.image)), opts).cpu().numpy())
-            bar.update(min(count, num_items - bar.n))
+            bar.update(count)
     return stats

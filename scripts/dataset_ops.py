@@ -177,7 +177,13 @@ def normalize_poses(cam2world_gl: np.ndarray, radius: float, up: str = 'auto') -
     rotated[:, :3, :] = np.einsum('ij,njk->nik', R, cv[:, :3, :])  # rotate axes and positions
     centre = look_at_centre(rotated)
     rotated[:, :3, 3] -= centre
-    scale = radius / np.linalg.norm(rotated[:, :3, 3], axis=1).mean()
+    mean_distance = np.linalg.norm(rotated[:, :3, 3], axis=1).mean()
+    if not mean_distance > 1e-9:  # the scene's extent comes from the cameras alone: nothing to scale by
+        raise DatasetError(
+            f'all {len(cv)} cameras sit at their common look-at point (e.g. a single frame), so the scene '
+            f'centre and scale cannot be inferred; give frames from at least two places around the object'
+        )
+    scale = radius / mean_distance
     rotated[:, :3, 3] *= scale
     return rotated, dict(rotation=R.tolist(), centre=centre.tolist(), scale=float(scale))
 

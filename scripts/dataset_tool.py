@@ -87,6 +87,7 @@ def convert(source, dest, resolution, crop, channels, background, max_images):
     """Normalize images to one square resolution; labels are carried (crop/pad updates the intrinsics)."""
     import dataset_ops as ops
     import numpy as np
+    import tqdm
 
     from training.dataset import DatasetError, parse_background
 
@@ -98,7 +99,7 @@ def convert(source, dest, resolution, crop, channels, background, max_images):
     labels, fmt = ops.labels_for(names, json_raw, where)
     entries, out_size = [], None
     with AtomicZip(dest) as zf:
-        for i, name in enumerate(names):
+        for i, name in enumerate(tqdm.tqdm(names, desc='convert', unit='img', disable=None, leave=False)):
             img = ops.load_for_convert(read(name), f'{source}:{name}', channels, bg)
             W, H = img.size
             box = ops.square_box(W, H, crop, f'{source}:{name}')
@@ -134,11 +135,12 @@ def validate(data, plot):
     """Check every image and label and print a report: the thing to run before a long training run."""
     import dataset_ops as ops
     import numpy as np
+    import tqdm
 
     from training.dataset import ImageFolderDataset
 
     ds = ImageFolderDataset(data, check_all_sizes=True)
-    for i in range(ds.num_raw_images):
+    for i in tqdm.trange(ds.num_raw_images, desc='validate', unit='img', disable=None, leave=False):
         ds.load_image(i)  # decodes every image: names a corrupt file
     s = ops.pose_statistics(ds.labels)
 
@@ -174,10 +176,14 @@ def validate(data, plot):
 
 
 @cli.command('from-nerfstudio')
-@click.option('--source', required=True, help='nerfstudio transforms.json (images relative to it).')
+@click.option(
+    '--source', required=True, help='nerfstudio transforms.json, or its folder (images relative to it).'
+)
 @click.option('--dest', required=True, help='Output .zip (images as PNG + dataset.json).')
 @click.option(
-    '--radius', type=float, default=3.5, show_default=True, help='Mean camera distance after rescaling.'
+    '--radius',
+    type=float,
+    help='Mean camera distance after rescaling; default: render_multiview.MEGASCANS_RADIUS.',
 )
 @click.option(
     '--up', type=click.Choice(['auto', 'y', 'z']), default='auto', show_default=True, help='World up.'
@@ -189,9 +195,15 @@ def from_nerfstudio(source, dest, radius, up):
     3.5 puts an object that fills ~70% of a 45-degree view into [-1, 1]^3)."""
     import dataset_ops as ops
     import numpy as np
+    import render_multiview as rm
 
     from training.dataset import DatasetError, check_labels
 
+    radius = rm.MEGASCANS_RADIUS if radius is None else radius
+    if os.path.isdir(source):
+        if not os.path.isfile(os.path.join(source, 'transforms.json')):
+            raise DatasetError(f'--source {source}: the folder has no transforms.json; point --source at it')
+        source = os.path.join(source, 'transforms.json')
     try:
         with open(source) as f:
             transforms = json.load(f)
@@ -235,8 +247,10 @@ def from_nerfstudio(source, dest, radius, up):
 @click.option('--dest', required=True, help='Output folder: dataset.zip, meshes/ (normalized), meta.json.')
 @click.option('--views', type=click.IntRange(min=1), default=128, show_default=True, help='Views per mesh.')
 @click.option('--resolution', type=click.IntRange(min=8), default=256, show_default=True)
-@click.option('--radius', type=float, default=3.5, show_default=True, help='Camera sphere radius.')
-@click.option('--fov', type=float, default=45.0, show_default=True, help='Field of view, degrees.')
+@click.option(
+    '--radius', type=float, help='Camera sphere radius; default: render_multiview.MEGASCANS_RADIUS.'
+)
+@click.option('--fov', type=float, help='Field of view, degrees; default: render_multiview.MEGASCANS_FOV.')
 @click.option('--color', default='#bfbfbf', show_default=True, help='Colour of meshes without their own.')
 @click.option('--seed', type=int, default=0, show_default=True)
 @clear_errors
@@ -247,6 +261,11 @@ def render(meshes, dest, views, resolution, radius, fov, color, seed):
 
     from training.dataset import parse_background
 
+    radius = rm.MEGASCANS_RADIUS if radius is None else radius  # paper App. D.1
+    fov = rm.MEGASCANS_FOV if fov is None else fov
+    missing = [path for path in meshes if not os.path.isfile(path)]
+    if missing:
+        raise rm.RenderError(f'--mesh {missing[0]}: the file does not exist; check the path')
     colour = tuple(c / 255 for c in parse_background(color))
     start, entries = time.time(), []
     os.makedirs(os.path.join(dest, 'meshes'), exist_ok=True)

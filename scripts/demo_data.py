@@ -55,46 +55,66 @@ def point_colours(points: np.ndarray, scheme) -> np.ndarray:
     return np.clip(np.rint(c), 0, 255).astype(np.uint8)
 
 
+def _cached_meta(dest: str, options: dict) -> dict | None:
+    meta_path = os.path.join(dest, 'meta.json')
+    if os.path.isfile(meta_path) and os.path.isfile(os.path.join(dest, 'dataset.zip')):
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if meta.get('options') == options:
+            return meta
+    return None
+
+
+def _render_objects(rm, zf, dest: str, resolution: int, views: int, num_colours: int, seed: int):
+    """Render every shape x colouring into the open zip `zf`; save the normalised meshes.
+    Returns (entries [(name, label)], objects [dict(name, mesh, colours)])."""
+    import tqdm
+
+    shapes = demo_shapes()
+    progress = tqdm.tqdm(
+        total=len(shapes) * num_colours, desc='demo', unit='object', disable=None, leave=False
+    )
+    renderer = rm.MeshRenderer(resolution, supersample=2)
+    entries, objects = [], []
+    try:
+        for s, (name, raw) in enumerate(shapes.items()):
+            mesh = rm.normalize_mesh(raw.extract_surface(algorithm='dataset_surface').triangulate())
+            mesh.save(os.path.join(dest, 'meshes', f'{name}.ply'))
+            for c in range(num_colours):
+                obj, scheme = f'{name}_c{c}', PALETTE[c % len(PALETTE)]
+                renderer.set_mesh(mesh, rgb=point_colours(np.asarray(mesh.points), scheme))
+                cam = rm.sphere_cameras(views, seed=seed * 1000 + s * len(PALETTE) + c)
+                for fname, png, label in rm.render_views(renderer, cam, f'{obj}/'):
+                    zf.writestr(fname, png)
+                    entries.append((fname, label))
+                objects.append(dict(name=obj, mesh=f'meshes/{name}.ply', colours=scheme))
+                progress.update()
+    finally:
+        progress.close()
+        renderer.close()
+    return entries, objects
+
+
 def build_demo(dest: str, resolution=64, views=48, num_colours=4, seed=0, force=False, log=print) -> dict:
     """Render the demo dataset into `dest` (cached); returns meta.json's content."""
     options = dict(
         version=DEMO_VERSION, resolution=resolution, views=views, num_colours=num_colours, seed=seed
     )
-    meta_path = os.path.join(dest, 'meta.json')
-    if not force and os.path.isfile(meta_path) and os.path.isfile(os.path.join(dest, 'dataset.zip')):
-        with open(meta_path) as f:
-            meta = json.load(f)
-        if meta.get('options') == options:
-            log(f'demo dataset already in {dest} ({meta["num_images"]} images); --force rebuilds it')
-            return meta
+    meta = None if force else _cached_meta(dest, options)
+    if meta is not None:
+        log(f'demo dataset already in {dest} ({meta["num_images"]} images); --force rebuilds it')
+        return meta
     import render_multiview as rm  # heavy (torch, VTK): only when there is work to do
 
     start = time.time()
     os.makedirs(os.path.join(dest, 'meshes'), exist_ok=True)
-    renderer = rm.MeshRenderer(resolution, supersample=2)
-    entries, objects = [], []
     tmp = os.path.join(dest, f'.dataset.zip.tmp{os.getpid()}')
     try:
         with zipfile.ZipFile(tmp, 'w', compression=zipfile.ZIP_STORED) as zf:
-            for s, (name, raw) in enumerate(demo_shapes().items()):
-                mesh = rm.normalize_mesh(raw.extract_surface(algorithm='dataset_surface').triangulate())
-                mesh.save(os.path.join(dest, 'meshes', f'{name}.ply'))
-                for c in range(num_colours):
-                    obj = f'{name}_c{c}'
-                    renderer.set_mesh(
-                        mesh, rgb=point_colours(np.asarray(mesh.points), PALETTE[c % len(PALETTE)])
-                    )
-                    cam = rm.sphere_cameras(views, seed=seed * 1000 + s * len(PALETTE) + c)
-                    for fname, png, label in rm.render_views(renderer, cam, f'{obj}/'):
-                        zf.writestr(fname, png)
-                        entries.append((fname, label))
-                    objects.append(
-                        dict(name=obj, mesh=f'meshes/{name}.ply', colours=PALETTE[c % len(PALETTE)])
-                    )
+            entries, objects = _render_objects(rm, zf, dest, resolution, views, num_colours, seed)
             zf.writestr('dataset.json', rm.dataset_json(entries))
         os.replace(tmp, os.path.join(dest, 'dataset.zip'))  # atomic: no half-written archive
     finally:
-        renderer.close()
         if os.path.exists(tmp):
             os.remove(tmp)
     meta = dict(
@@ -107,10 +127,12 @@ def build_demo(dest: str, resolution=64, views=48, num_colours=4, seed=0, force=
         objects=objects,
         seconds=round(time.time() - start, 2),
     )
+    meta_path = os.path.join(dest, 'meta.json')
     with open(meta_path + '.tmp', 'w') as f:
         json.dump(meta, f, indent=1)
     os.replace(meta_path + '.tmp', meta_path)
+    seconds = meta['seconds']
     log(
-        f'rendered {len(entries)} images of {len(objects)} objects at {resolution}^2 in {meta["seconds"]} s -> {dest}'
+        f'rendered {len(entries)} images of {len(objects)} objects at {resolution}^2 in {seconds} s -> {dest}'
     )
     return meta

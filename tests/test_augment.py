@@ -173,3 +173,16 @@ def test_clear_errors():
     with pytest.raises(ValueError, match='3 channels'):
         _only('hue')(torch.zeros(2, 1, 8, 8))
     assert math.isclose(sum(v * v for v in augment.LUMA_AXIS), 1.0)
+
+
+def test_checkpoint_round_trip_keeps_p_and_signs(tmp_path):
+    from torch_utils import checkpoint
+
+    pipe = augment.AugmentPipe(hue=0.5, init_p=0.25)
+    pipe.accumulate_real_signs(torch.tensor([1.0, -1.0, 1.0]))
+    path = str(tmp_path / 'a.pt')
+    checkpoint.save(
+        path, dict(format_version=checkpoint.FORMAT_VERSION, modules={'a': checkpoint.module_state(pipe)})
+    )
+    pipe2 = checkpoint.build_module(checkpoint.load(path)['modules']['a'])
+    assert float(pipe2.p) == 0.25 and pipe2.weights['hue'] == 0.5 and pipe2.real_signs.tolist() == [1.0, 3.0]

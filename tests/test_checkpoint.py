@@ -330,3 +330,28 @@ def test_cuda_module_saves_to_cpu_and_loads_on_either(tmp_path):
     assert checkpoint.load(tmp_path / 'g.pt', map_location='cuda')['modules']['G_ema']['state_dict'][
         'layers.0.weight'
     ].is_cuda
+
+
+def test_load_network_is_the_one_loader_with_one_line_errors(tmp_path):
+    net = TinyNet()
+    state = checkpoint.module_state(net)
+    options = dict(dataset_kwargs=dict(path='data'))
+    checkpoint.save(tmp_path / 'net.pt', dict(modules={'G_ema': state}, training_options=options))
+    G, stored = checkpoint.load_network(tmp_path / 'net.pt', with_options=True)
+    assert isinstance(G, TinyNet) and stored == options
+    del state['state_dict']['layers.1.bias']
+    checkpoint.save(tmp_path / 'old.pt', dict(modules={'G_ema': state}))  # weights that no longer fit
+    state = checkpoint.module_state(net)
+    state['class_name'] = 'torch_utils.nowhere.Net'
+    checkpoint.save(tmp_path / 'foreign.pt', dict(modules={'G_ema': state}))
+    (tmp_path / 'text.pt').write_text('hello\n')
+    for name, words in (
+        ('missing.pt', 'does not exist'),
+        ('text.pt', 'not a PGRF checkpoint'),
+        ('old.pt', 'missing in checkpoint (1): layers.1.bias'),
+        ('foreign.pt', 'cannot rebuild torch_utils.nowhere.Net'),
+    ):
+        with pytest.raises(checkpoint.CheckpointError) as info:
+            checkpoint.load_network(tmp_path / name)
+        message = str(info.value)
+        assert words in message and str(tmp_path / name) in message and '\n' not in message, message

@@ -179,6 +179,12 @@ def _bad(fn, *words):
 def test_every_bad_input_gives_one_clear_line(tmp_path):
     os.makedirs(tmp_path / 'empty')
     _bad(lambda: ImageFolderDataset(tmp_path / 'empty'), 'no images')
+    (tmp_path / 'empty' / 'dataset.zip').write_bytes(b'')
+    _bad(
+        lambda: ImageFolderDataset(tmp_path / 'empty'),
+        'no images',
+        'pass ' + str(tmp_path / 'empty' / 'dataset.zip'),
+    )
     _bad(lambda: ImageFolderDataset(tmp_path / 'nowhere'), 'no such file')
     (tmp_path / 'notzip.zip').write_bytes(b'hello')
     _bad(lambda: ImageFolderDataset(tmp_path / 'notzip.zip'), 'not a zip')
@@ -249,3 +255,22 @@ def test_presets_load_and_reject_unknown_keys(tmp_path):
     bad.write_text(open(os.path.join(PRESET_DIR, 'demo.yaml')).read() + 'radiuss: 2\n')
     _bad(lambda: load_dataset_preset(str(bad)), 'radiuss')
     _bad(lambda: load_dataset_preset('nope'), 'not found', 'demo')
+
+
+def test_an_eg3d_ffhq_label_reads_as_a_frontal_camera(tmp_path):
+    # A frontal label as published in EG3D's FFHQ dataset.json (quoted in NVlabs/eg3d issue #65).
+    label = [0.9999417662620544, 0.010793998837471008, 0.00011557899415493011, 0.0015220991844047327]
+    label += [0.010792133398354053, -0.9998840093612671, 0.01074833795428276, -0.012054688543150803]
+    label += [0.0002315831370651722, -0.010746465064585209, -0.9999422430992126, 2.699972660546436]
+    label += [0.0, 0.0, 0.0, 1.0, 4.2647, 0.0, 0.5, 0.0, 4.2647, 0.5, 0.0, 0.0, 1.0]
+    os.makedirs(tmp_path / 'd')
+    PIL.Image.new('RGB', (4, 4)).save(tmp_path / 'd' / '00023.png')
+    (tmp_path / 'd' / 'dataset.json').write_text(json.dumps({'labels': [['00023.png', label]]}))
+    cam = ImageFolderDataset(tmp_path / 'd').cameras()
+    yaw, pitch, radius = cameras.camera_to_angles(cam.cam2world.double())
+    assert (
+        abs(yaw.item()) < 0.01 and abs(pitch.item() - math.pi / 2) < 0.01 and abs(radius.item() - 2.7) < 1e-3
+    )
+    assert abs(cameras.intrinsics_to_fov_deg(cam.intrinsics).item() - 13.37) < 0.01
+    uv, _ = cameras.world_to_pixels(torch.tensor([[[0.0, 0.1, 0.0]]]), cam)
+    assert uv[0, 0, 1] < 0.5  # world +y is up in the image: the same world as ours

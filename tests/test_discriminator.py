@@ -33,6 +33,11 @@ def test_block_layout_matches_a_full_resolution_discriminator():
     # Channel widths of the full-resolution blocks at 256, 128, ..., 8 (min(256 // v, 8)).
     assert [b.conv0.in_channels for b in D.blocks] == [1, 2, 4, 8, 8, 8]
     assert sum(1 for b in D.blocks if b.use_fp16) == 4  # the four highest-resolution blocks
+    D512 = disc.PatchDiscriminator(512, 64, channel_base=512, channel_max=8, hyper_mod=False)
+    assert D512.block_resolutions == [64, 64, 64, 64, 32, 16, 8]
+    assert [b.conv1.down for b in D512.blocks] == [1, 1, 1, 2, 2, 2, 2]
+    D_full = disc.PatchDiscriminator(32, 32, channel_base=64, channel_max=8, hyper_mod=False)  # r = R
+    assert D_full.block_resolutions == [32, 16, 8] and all(b.conv1.down == 2 for b in D_full.blocks)
     x = D(
         torch.randn(4, 3, 64, 64),
         torch.tensor([[1.0, 0, 0], [0.25, 0.5, 0.1], [0.5, 0.2, 0.3], [0.3, 0, 0.7]]),
@@ -163,3 +168,17 @@ def test_mixed_precision_on_cuda_matches_fp32():
     out32 = D(img, params)
     assert out16.dtype == torch.float32 and torch.isfinite(out16).all()
     assert torch.allclose(out16, out32, atol=2e-2, rtol=2e-2)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    from torch_utils import checkpoint
+
+    torch.manual_seed(6)
+    D = disc.PatchDiscriminator(**TINY, camera_cond=True, patch_cond=True).eval()
+    path = str(tmp_path / 'd.pt')
+    checkpoint.save(
+        path, dict(format_version=checkpoint.FORMAT_VERSION, modules={'D': checkpoint.module_state(D)})
+    )
+    D2 = checkpoint.build_module(checkpoint.load(path)['modules']['D']).eval()
+    img, params, angles = _inputs()
+    assert torch.equal(D(img, params, angles), D2(img, params, angles))

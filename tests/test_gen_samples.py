@@ -78,6 +78,8 @@ def test_images_sizes_above_and_below_training_resolution(tiny, tmp_path):
         '--resolution',
         8,
         '--foreground-only',
+        '--samples-mult',
+        2,
     )
     img = Image.open(tmp_path / 'lo' / 'images-seed0001.png')
     assert img.size == (8, 8) and img.mode == 'RGBA'
@@ -201,3 +203,19 @@ def test_geometry_render_and_identical_files_for_identical_seeds(tiny, tmp_path)
         if name.endswith('.png') and name.startswith('geometry'):
             continue  # an OpenGL render: pixel-identical is up to the driver
         assert (tmp_path / '0' / name).read_bytes() == (tmp_path / '1' / name).read_bytes(), name
+
+
+def test_foreground_rgba_is_straight_colour():
+    from training import export_commands
+    from training.rendering import RenderOutput
+
+    colour = torch.tensor([0.5, -0.5, 0.0])[None, :, None, None].expand(1, 3, 2, 2)  # [1, 3, 2, 2]
+    alpha = torch.tensor([[1.0, 0.5], [0.25, 0.0]])[None, None]  # [1, 1, 2, 2]
+    image = alpha * colour + (1 - alpha) * 1.0  # composited over white, as the renderer does
+    out = RenderOutput(image, torch.zeros_like(alpha), alpha)
+    rgba = export_commands._frame(out, 0, True, background=1.0)
+    assert rgba.shape == (2, 2, 4)
+    np.testing.assert_array_equal(rgba[..., 3], [[255, 128], [64, 0]])
+    for y, x in ((0, 0), (0, 1), (1, 0)):
+        np.testing.assert_allclose(rgba[y, x, :3], [191, 64, 128], atol=1)
+    assert export_gen.background_value(Generator(**TINY)) == 1.0  # the default white background

@@ -288,6 +288,11 @@ def test_identical_seeds_give_identical_files(snapshot, tmp_path):
         (('geometry', '--format', 'stl'), "'stl' is not one of"),
         (('interp', '--seeds', '3'), 'at least two seeds'),
         (('video', '--trajectory', 'spiral'), "'spiral' is not one of"),
+        (
+            ('images', '--device', 'cuda:7'),
+            'CUDA is not available' if not torch.cuda.is_available() else 'device',
+        ),
+        (('images', '--device', 'toaster'), '--device toaster'),
     ],
 )
 def test_bad_options_give_one_line_errors(snapshot, tmp_path, args, message):
@@ -321,3 +326,58 @@ def test_cameras_come_from_options_or_preset(snapshot, tmp_path):
     assert res.exit_code == 1 and 'records no camera prior' in res.output
     res = cli('images', '--network', bare, '--outdir', tmp_path, '--radius', 3.5, '--fov', 30)
     assert res.exit_code == 0, res.output
+    res = cli('geometry', '--network', bare, '--outdir', tmp_path, '--resolution', 16, '--no-render')
+    assert res.exit_code == 0, res.output  # meshes need no camera
+    res = cli('images', '--network', bare, '--outdir', tmp_path, '--dataset-preset', 'demo')
+    assert res.exit_code == 0, res.output
+    res = cli('images', '--network', bare, '--outdir', tmp_path, '--dataset-preset', 'nosuch')
+    assert res.exit_code == 1 and 'nosuch' in res.output and 'Traceback' not in res.output
+
+
+def test_failed_mesh_render_keeps_the_mesh(snapshot, tmp_path, monkeypatch):
+    from training import mesh_render
+
+    monkeypatch.setattr(
+        mesh_render, 'render_mesh_in_subprocess', lambda *a, **k: 'the mesh render exited with code -11'
+    )
+    path, _ = snapshot
+    res = cli('geometry', '--network', path, '--outdir', tmp_path, '--resolution', 16)
+    assert res.exit_code == 0 and 'no PNG render: the mesh render exited with code -11' in res.output, (
+        res.output
+    )
+    assert (tmp_path / 'geometry-seed0000.ply').is_file() and not (
+        tmp_path / 'geometry-seed0000.png'
+    ).exists()
+
+
+def test_snapshot_without_g_ema(snapshot, tmp_path):
+    _, G = snapshot
+    path = tmp_path / 'only-g.pt'
+    checkpoint.save(
+        path, dict(format_version=checkpoint.FORMAT_VERSION, modules={'G': checkpoint.module_state(G)})
+    )
+    res = cli('geometry', '--network', path, '--outdir', tmp_path)
+    assert res.exit_code == 1 and 'has no network "G_ema"; it holds: G' in res.output, res.output
+
+
+def test_no_cap_leaves_cut_surfaces_open(snapshot, tmp_path):
+    path, _ = snapshot
+    crop = '-1,1,-1,0,-1,1'  # the lower half of the ball: open at y = 0 unless capped
+    for flag, watertight in (('--cap', True), ('--no-cap', False)):
+        out = tmp_path / flag
+        res = cli(
+            'geometry',
+            '--network',
+            path,
+            '--outdir',
+            out,
+            '--resolution',
+            24,
+            '--crop',
+            crop,
+            flag,
+            '--no-render',
+        )
+        assert res.exit_code == 0, res.output
+        mesh = trimesh.load(out / 'geometry-seed0000.ply', force='mesh', process=False)
+        assert mesh.is_watertight == watertight and mesh.vertices[:, 1].max() <= 1e-6

@@ -66,6 +66,23 @@ def test_density_noise_schedule():
     assert density_noise_std(1_000_000, init_std=2.0, anneal_kimg=2000) == 1.0
 
 
+def test_fast_decode_equals_sample_then_forward():
+    torch.manual_seed(0)
+    dec = triplane.TriPlaneDecoder(4, 8)
+    with torch.no_grad():
+        dec.hidden.bias.normal_()
+        dec.out.bias.normal_()
+    planes = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+    coords = torch.rand(2, 30, 3, dtype=torch.float64) * 2.2 - 1.1
+    dec = dec.double()
+    fast, slow = dec.decode(planes, coords), dec(triplane.sample_triplane(planes, coords))
+    assert torch.allclose(fast, slow, atol=1e-12)
+    g = torch.randn_like(fast)
+    grads_fast = torch.autograd.grad(fast, [planes, *dec.parameters()], g)
+    grads_slow = torch.autograd.grad(slow, [planes, *dec.parameters()], g)
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(grads_fast, grads_slow))
+
+
 def test_decoder_ranges_and_density_shift():
     torch.manual_seed(0)
     dec = triplane.TriPlaneDecoder(4, 8, density_shift=-3.0)
@@ -99,6 +116,39 @@ def test_bias_act_inplace_matches_naive_and_gradcheck(alpha, gain, clamp):
 
     assert torch.allclose(inplace(x, b), naive(x, b))
     assert torch.autograd.gradcheck(inplace, (x, b))
+
+
+@pytest.mark.parametrize(
+    'N,H,up,demodulate', [(1, 4, 1, True), (3, 4, 2, True), (3, 16, 1, True), (3, 4, 1, False)]
+)
+def test_modulated_conv_matches_layers_in_fused_and_unfused_form(N, H, up, demodulate):
+    from torch_utils.ops import upfirdn2d
+    from training.layers import modulated_conv2d
+
+    torch.manual_seed(0)
+    x = torch.randn(N, 6, H, H, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    styles = torch.randn(N, 6, dtype=torch.float64, requires_grad=True)
+    f = upfirdn2d.setup_filter([1, 3, 3, 1]).to(torch.float64)
+    kw = dict(up=up, padding=1, resample_filter=f, demodulate=demodulate)
+    ours = triplane.modulated_conv(x, weight, styles, **kw)
+    ref = modulated_conv2d(x, weight, styles, flip_weight=(up == 1), **kw)
+    assert torch.allclose(ours, ref, atol=1e-10)
+    g = torch.randn_like(ref)
+    assert all(torch.allclose(a, b, atol=1e-9) for a, b in zip(
+        torch.autograd.grad(ours, [x, weight, styles], g), torch.autograd.grad(ref, [x, weight, styles], g)))  # fmt: skip
+
+
+def test_upsample2x_equals_upfirdn2d():
+    from torch_utils.ops import upfirdn2d
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    ours = triplane.upsample2x(x)
+    ref = upfirdn2d.upsample2d(x, upfirdn2d.setup_filter([1, 3, 3, 1]).to(torch.float64))
+    assert ours.shape == (2, 3, 10, 14) and torch.allclose(ours, ref, atol=1e-12)
+    g = torch.randn_like(ref)
+    assert torch.allclose(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(ref, x, g)[0], atol=1e-12)
 
 
 # ----------------------------------------------------------------------------
@@ -206,6 +256,25 @@ def test_checkpointing_gives_the_same_values_and_gradients():
     assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
     for name, grad in results[0][1].items():
         assert torch.allclose(grad, results[1][1][name], atol=1e-5, rtol=1e-4), name
+
+
+def test_checkpoint_recompute_replays_the_same_random_noise():
+    results = []
+    for checkpoint_res in [None, 8]:
+        G = _tiny_G(checkpoint_res=checkpoint_res)
+        G.synthesis.checkpoint_batch = 2  # one slice: the same random draws as without checkpointing
+        with torch.no_grad():
+            for name, p in G.named_parameters():
+                if 'noise_strength' in name:
+                    p.fill_(0.5)
+        torch.manual_seed(5)
+        planes = G.synthesis(G.mapping(torch.randn(2, 8)), noise_mode='random')
+        weights = torch.arange(planes.numel()).reshape(planes.shape).sin()
+        results.append(
+            (planes.detach(), torch.autograd.grad((planes * weights).sum(), list(G.synthesis.parameters())))
+        )
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(results[0][1], results[1][1]))
 
 
 def test_gradients_reach_every_parameter_and_forward_keeps_state():

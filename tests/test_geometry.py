@@ -120,3 +120,32 @@ def test_vertex_colors_come_from_the_color_function(tmp_path):
         np.testing.assert_array_equal(np.asarray(tm.visual.vertex_colors)[:, :3], mesh.colors)
     with pytest.raises(ValueError, match='must end in'):
         geometry.write_mesh(tmp_path / 'mesh.stl', mesh)
+
+
+def test_closing_reuses_the_grid_buffer_and_copies_other_arrays():
+    bounds = geometry.cube_bounds(1.0)
+    vol = geometry.sample_density_grid(sphere_density, bounds, 12)
+    padded = geometry._pad_closed(vol, 20.0)
+    assert padded is vol.base and padded.shape == (14, 14, 14)  # no second N^3 array
+    assert np.isfinite(padded).all() and padded[0].max() < min(vol.min(), 20.0)
+    np.testing.assert_array_equal(padded[1:-1, 1:-1, 1:-1], vol)
+    plain = np.ascontiguousarray(vol)
+    copy = geometry._pad_closed(plain, 20.0)
+    assert copy is not plain.base and np.array_equal(copy, padded)
+    sub = vol[1:, 1:, 1:]  # a view of the buffer, but not its interior: must not be mistaken for one
+    assert geometry._pad_closed(sub, 20.0).shape == (13, 13, 13) and geometry._bordered_base(sub) is None
+
+
+def test_vertex_colors_quantise_like_saved_images_in_any_chunking():
+    from training.export_utils import to_uint8
+
+    vertices = np.random.RandomState(0).uniform(-1.2, 1.2, (50, 3)).astype(np.float32)
+    vertices[:3] = [[-1, 0, 1], [1, 1, 1], [-1, -1, -1]]  # the ends and the middle of the range
+
+    def color(points):
+        return points.clamp(-1, 1)
+
+    colors = geometry.vertex_colors(color, vertices, chunk_size=7)
+    as_image = torch.from_numpy(np.clip(vertices, -1, 1)).T[None, :, :, None]  # [1, 3, V, 1]
+    np.testing.assert_array_equal(colors, to_uint8(as_image).reshape(-1, 3))
+    np.testing.assert_array_equal(colors[0], [0, 128, 255])

@@ -37,3 +37,20 @@ def test_render_writes_a_png_of_the_mesh(tmp_path):
 def test_render_failure_is_reported_not_raised(tmp_path):
     error = mesh_render.render_mesh_in_subprocess(tmp_path / 'missing.ply', tmp_path / 'x.png', resolution=32)
     assert error is not None and 'exited with code' in error
+
+
+def test_mesh_camera_uses_the_training_angle_convention():
+    import math
+
+    import torch
+
+    from training.cameras import angles_to_camera
+
+    np.testing.assert_allclose(
+        mesh_render._camera_direction(0.0, math.pi / 2), [0, 0, 1], atol=1e-12
+    )  # front: +z
+    for yaw, pitch in ((0.5, math.pi / 2 - 0.25), (-2.0, 0.3), (3.0, 2.8)):
+        camera = angles_to_camera(yaw, pitch, 1.0, 30.0, dtype=torch.float64)
+        np.testing.assert_allclose(
+            mesh_render._camera_direction(yaw, pitch), camera.cam2world[0, :3, 3], atol=1e-12
+        )

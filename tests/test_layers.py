@@ -120,3 +120,30 @@ def test_fourier_features():
         layers.FourierFeatures(2, 3, min_freq=4, max_freq=2)
     with pytest.raises(AssertionError):
         ff(torch.rand([5, 2]))
+
+
+def test_r1_through_layers_is_unchanged_by_no_weight_gradients():
+    """R1's second backward reaches every weight of a tiny D with the first backward's weight grads off."""
+    from torch_utils.ops import conv2d_gradfix
+
+    torch.manual_seed(0)
+    D = torch.nn.Sequential(
+        layers.Conv2dLayer(3, 4, 3, activation='lrelu', conv_clamp=256),
+        layers.Conv2dLayer(4, 4, 3, activation='lrelu', down=2),
+        torch.nn.Flatten(),
+        layers.FullyConnectedLayer(4 * 4 * 4, 1),
+    ).double()
+    real = torch.randn([2, 3, 8, 8], dtype=torch.float64, requires_grad=True)
+
+    def r1_grads(disable):
+        with conv2d_gradfix.no_weight_gradients(disable):
+            (g,) = torch.autograd.grad(D(real).sum(), real, create_graph=True)
+        return torch.autograd.grad(g.square().sum(), list(D.parameters()), allow_unused=True)
+
+    with_ctx, without = r1_grads(True), r1_grads(False)
+    for a, b in zip(with_ctx, without):
+        if b is None:  # The last layer's bias does not affect d D / d real.
+            assert a is None
+            continue
+        torch.testing.assert_close(a, b)
+    assert sum(a is not None for a in with_ctx) >= 5

@@ -7,12 +7,14 @@ import torch
 
 from metrics import geometry_metrics as gm
 from training.cameras import angles_to_camera, pixels_to_rays
+from training.patches import full_image_patch_params, patch_pixel_centres
 
 
 def _render_sphere(camera, res=64, radius=0.6, view_dependent=0.0):
     """Ray-cast a textured sphere at the origin: image [N,3,r,r] in [-1,1], ray depth, opacity."""
     N = camera.batch_size
-    uv = gm.pixel_centres(N, res, res).double()
+    params = full_image_patch_params(N, dtype=torch.float64)
+    uv = patch_pixel_centres(params, res).reshape(N, res * res, 2)  # [N, r, r, 2] -> [N, r*r, 2]
     origins, dirs = pixels_to_rays(uv, camera.to(torch.float64))
     b = (origins * dirs).sum(-1)
     c = (origins * origins).sum(-1) - radius**2
@@ -20,7 +22,7 @@ def _render_sphere(camera, res=64, radius=0.6, view_dependent=0.0):
     hit = disc > 0
     t = torch.where(hit, -b - disc.clamp_min(0).sqrt(), torch.zeros_like(b))
     points = origins + dirs * t[..., None]
-    colour = torch.sin(4 * points + torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64))  # a smooth texture
+    colour = torch.sin(4 * points + points.new_tensor([0.0, 1.0, 2.0]))  # a smooth texture
     colour = colour + view_dependent * dirs  # a view-dependent term breaks multi-view consistency
     colour = torch.where(hit[..., None], colour.clamp(-1, 1), torch.ones_like(colour))
     as_map = lambda x: x.transpose(1, 2).reshape(N, -1, res, res)  # noqa: E731  # [N, P, C] -> [N, C, r, r]
@@ -137,3 +139,19 @@ def test_surface_samples_lie_on_the_mesh_and_spread_by_area():
     on_second = (pts[:, 1].abs() < 1e-12) & (pts[:, 0] / 3 + pts[:, 2] / 2 <= 1 + 1e-9)
     assert (on_first | on_second).all()
     assert on_first.double().mean().item() == pytest.approx(0.5 / 3.5, abs=0.015)
+
+
+def test_lift_to_world_uses_the_patch_pixel_centres():
+    """Pixel (i, j) lifts along the ray the generator casts through it (patches.patch_pixel_centres)."""
+    camera = angles_to_camera(
+        torch.tensor([0.3, -0.4]), torch.tensor([1.4, 1.7]), 2.0, 30.0, dtype=torch.float64
+    )
+    depth = torch.rand(2, 1, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 1
+    points = gm.lift_to_world(depth, camera)
+    for i, j in ((0, 0), (1, 3), (4, 2)):
+        u, v = (j + 0.5) / 5, (i + 0.5) / 5  # the known answer for the full image
+        origins, dirs = pixels_to_rays(torch.tensor([[[u, v]]] * 2, dtype=torch.float64), camera)
+        expected = origins[:, 0] + dirs[:, 0] * depth[:, 0, i, j, None]
+        assert torch.allclose(points[:, i * 5 + j], expected, atol=1e-12)
+    with pytest.raises(ValueError, match='square'):
+        gm.lift_to_world(torch.ones(1, 1, 4, 6), camera.select(0))

@@ -26,10 +26,11 @@ class RenderOutput(NamedTuple):
 class SphereGenerator(torch.nn.Module):
     """Analytic 'generator': a textured sphere whose radius and colour shift depend on z; or a billboard."""
 
-    def __init__(self, hue=0.0, flat=False, view_dependent=0.0):
+    def __init__(self, hue=0.0, flat=False, view_dependent=0.0, opaque_background=False):
         super().__init__()
         self.z_dim, self.img_resolution, self.scene_bounds = 3, RES, 1.0
         self.hue, self.flat, self.view_dependent = hue, flat, view_dependent
+        self.opaque_background = opaque_background  # like G without a background model: all pixels opaque
 
     def forward(
         self, z, camera, patch_params=None, resolution=None, noise_mode='random', foreground_only=False
@@ -45,7 +46,15 @@ class SphereGenerator(torch.nn.Module):
         depth = view['depth']
         if self.flat:
             depth = torch.where(view['opacity'] > 0.5, torch.full_like(depth, 2.5), depth)
-        return RenderOutput(image.clamp(-1, 1), depth, view['opacity'])
+        opacity = view['opacity']
+        if self.opaque_background:  # the background sits at the far bound, radius + b sqrt 3
+            far = (
+                camera.cam2world[:, :3, 3].norm(dim=-1)[:, None, None, None]
+                + math.sqrt(3) * self.scene_bounds
+            )
+            depth = torch.where(opacity > 0.5, depth, far.expand_as(depth) - 1e-3)
+            opacity = torch.ones_like(opacity)
+        return RenderOutput(image.clamp(-1, 1), depth, opacity)
 
 
 class ToyDataset(torch.utils.data.Dataset):
@@ -92,8 +101,12 @@ class TinyFeatureNet(torch.nn.Module):
         return torch.tanh(self.proj(x))
 
 
+TOY_PRIOR = dict(kind='normal', radius=2.5, fov=30.0)  # the run's prior: the toy data's radius and fov
+
+
 def _kwargs(tmp_path, G=None, **extra):
     data = dict(class_name='test_metrics_pipeline.ToyDataset', path=str(tmp_path / 'toy'))
+    extra = dict(dict(camera_prior_kwargs=TOY_PRIOR), **extra)
     return dict(
         G=G or SphereGenerator(),
         dataset_kwargs=data,
@@ -107,19 +120,22 @@ def _kwargs(tmp_path, G=None, **extra):
     )
 
 
+def _image_metrics(opts, num_gen=256):
+    """FID, KID, precision of `num_gen` fakes (the registry's functions, with fewer fakes than their names)."""
+    return (
+        metric_main.fid_full(opts, num_gen)['fid0k_full'],
+        metric_main.kid_full(opts, num_gen)['kid0k_full'],
+        metric_main.pr_full(opts, num_gen)['pr0k3_full_precision'],
+    )
+
+
 def test_fid_kid_pr_rank_the_right_generator_better(tmp_path):
-    good = {
-        m: metric_main.calc_metric(m, **_kwargs(tmp_path)).results
-        for m in ('fid1k_full', 'kid1k_full', 'pr1k3_full')
-    }
-    bad_G = SphereGenerator(hue=0.4)
-    bad = {
-        m: metric_main.calc_metric(m, **_kwargs(tmp_path, bad_G)).results
-        for m in ('fid1k_full', 'kid1k_full', 'pr1k3_full')
-    }
-    assert good['fid1k_full'].fid1k_full < bad['fid1k_full'].fid1k_full / 5
-    assert good['kid1k_full'].kid1k_full < bad['kid1k_full'].kid1k_full / 5
-    assert good['pr1k3_full'].pr1k3_full_precision > 0.8 > bad['pr1k3_full'].pr1k3_full_precision
+    fid, kid, precision = _image_metrics(mu.MetricOptions(**_kwargs(tmp_path)))
+    bad_fid, bad_kid, bad_precision = _image_metrics(
+        mu.MetricOptions(**_kwargs(tmp_path, SphereGenerator(hue=0.4)))
+    )
+    assert fid < bad_fid / 5 and kid < bad_kid / 5
+    assert precision > 0.8 > bad_precision
 
 
 def test_real_stats_are_cached_and_keyed(tmp_path, monkeypatch):
@@ -137,11 +153,9 @@ def test_real_stats_are_cached_and_keyed(tmp_path, monkeypatch):
 
 
 def test_fake_items_do_not_depend_on_batching(tmp_path):
-    a = metric_main.calc_metric(
-        'fid1k_full', **dict(_kwargs(tmp_path), batch_size=7, batch_gen=3)
-    ).results.fid1k_full
-    b = metric_main.calc_metric('fid1k_full', **_kwargs(tmp_path)).results.fid1k_full
-    assert a == pytest.approx(b, rel=1e-5)
+    a = metric_main.fid_full(mu.MetricOptions(**dict(_kwargs(tmp_path), batch_size=7, batch_gen=3)), 200)
+    b = metric_main.fid_full(mu.MetricOptions(**_kwargs(tmp_path)), 200)
+    assert a['fid0k_full'] == pytest.approx(b['fid0k_full'], rel=1e-5)
 
 
 def test_swd_through_registry(tmp_path):
@@ -162,6 +176,11 @@ def test_nonflat_and_mvc(tmp_path):
     assert consistent['mvc'] < 0.01 and consistent['mvc_coverage'] > 0.2
     vd = mu.MetricOptions(**_kwargs(tmp_path, SphereGenerator(view_dependent=0.5)))
     assert geometry_eval.multiview_consistency(vd, num_items=8)['mvc'] > 5 * consistent['mvc']
+    # An opaque background at the far bound (G without a background model) is not counted as foreground.
+    opaque = mu.MetricOptions(**_kwargs(tmp_path, SphereGenerator(opaque_background=True)))
+    assert geometry_eval.nonflatness(opaque, num_items=8) == pytest.approx(sphere)
+    # (silhouette pixels differ slightly: bilinear lookups there mix in the far background instead of zeros)
+    assert geometry_eval.multiview_consistency(opaque, num_items=8) == pytest.approx(consistent, rel=0.05)
 
 
 def test_registry_names_errors_and_report(tmp_path):
@@ -193,3 +212,70 @@ def test_registry_names_errors_and_report(tmp_path):
         and line['results']['fid1k_full'] == result.results.fid1k_full
     )
     assert np.isfinite(line['total_time'])
+
+
+def _small_metrics(opts):
+    """Odd item counts, so that the last batch of one rank wraps around."""
+    return dict(
+        fid=metric_main.fid_full(opts, 101),
+        swd=metric_main.sliced_wasserstein(opts, 37),
+        mvc=geometry_eval.multiview_consistency(opts, 21),
+        nonflat=geometry_eval.nonflatness(opts, 21),
+    )
+
+
+def _two_rank_worker(tmp_dir):
+    """Runs in each of 2 gloo ranks (module level so that spawn can pickle it)."""
+    import pathlib
+
+    from torch_utils import distributed
+
+    info = distributed.get_info()
+    kwargs = dict(_kwargs(pathlib.Path(tmp_dir)), num_gpus=2, rank=info.rank, batch_size=8, cache=False)
+    with open(os.path.join(tmp_dir, f'rank{info.rank}.json'), 'w') as f:
+        json.dump(_small_metrics(mu.MetricOptions(**kwargs)), f)
+
+
+def test_two_ranks_give_the_single_process_numbers(tmp_path):
+    from torch_utils import distributed
+
+    distributed.spawn(_two_rank_worker, 2, str(tmp_path), device='cpu', timeout_s=300)
+    single = _small_metrics(mu.MetricOptions(**dict(_kwargs(tmp_path), batch_size=8, cache=False)))
+    for rank in (0, 1):
+        ranked = json.loads((tmp_path / f'rank{rank}.json').read_text())
+        for m, values in single.items():
+            assert ranked[m] == pytest.approx(values, rel=1e-5), (rank, m)
+
+
+def test_fake_cameras_from_dataset_poses_or_prior(tmp_path):
+    opts = mu.MetricOptions(**_kwargs(tmp_path))
+    cams = mu.fake_cameras(opts, 50)
+    dataset_positions = mu.get_dataset(opts).cameras().cam2world[:, :3, 3]
+    assert (
+        torch.cdist(cams.cam2world[:, :3, 3].double(), dataset_positions.double()).min(dim=1).values < 1e-6
+    ).all()
+    prior = dict(
+        class_name='training.cameras.make_camera_prior', kind='normal', radius=3.0, fov=20.0, yaw_std=0.1
+    )
+    opts = mu.MetricOptions(**_kwargs(tmp_path, camera_prior_kwargs=prior), camera_source='prior')
+    cams = mu.fake_cameras(opts, 50)
+    assert torch.allclose(cams.cam2world[:, :3, 3].norm(dim=-1), torch.full((50,), 3.0), atol=1e-5)
+    assert torch.equal(mu.fake_cameras(opts, 50).cam2world, cams.cam2world)  # seeded
+    with pytest.raises(ValueError, match='camera_prior_kwargs'):
+        mu.MetricOptions(**_kwargs(tmp_path, camera_prior_kwargs=None), camera_source='prior')
+
+
+@pytest.mark.gpu
+def test_cuda_gives_the_cpu_numbers(tmp_path):
+    def run(device):
+        opts = mu.MetricOptions(**dict(_kwargs(tmp_path), device=device, cache=False))
+        return dict(
+            fid=metric_main.fid_full(opts, 64), kid=metric_main.kid_full(opts, 64), pr=metric_main.pr_full(opts, 64),
+            swd=metric_main.sliced_wasserstein(opts, 16), mvc=geometry_eval.multiview_consistency(opts, 8),
+            nonflat=geometry_eval.nonflatness(opts, 8),
+        )  # fmt: skip
+
+    cpu, cuda = run('cpu'), run('cuda')
+    for name, values in cpu.items():
+        tolerance = 1 / 32 if name == 'pr' else 1e-4  # one of 64 points may flip at a k-NN radius
+        assert cuda[name] == pytest.approx(values, rel=1e-3, abs=tolerance), name

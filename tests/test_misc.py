@@ -27,10 +27,25 @@ def test_rng_state_round_trip():
     assert torch.equal(first[2], second[2])
 
 
+def _draws():
+    """Draws from every stream the state covers, the Gaussian caches included."""
+    return (
+        [random.random(), random.gauss(0, 1), random.gauss(0, 1)],
+        np.concatenate([np.random.rand(3), [np.random.standard_normal()]]).tolist(),
+        torch.cat([torch.rand(3), torch.randn(3)]).tolist(),
+    )
+
+
 def test_rng_state_is_plain_data(tmp_path):
+    misc.set_seed(123)
+    random.gauss(0, 1), np.random.standard_normal()  # leave a cached Gaussian in python and numpy
     path = tmp_path / 'rng.pt'
     torch.save(misc.get_rng_state(), path)
+    expected = _draws()
+    misc.set_seed(999)  # move every stream elsewhere
+    assert _draws() != expected
     misc.set_rng_state(torch.load(path, weights_only=True))
+    assert _draws() == expected
 
 
 def test_requires_grad_restores_flags():

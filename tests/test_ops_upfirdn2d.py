@@ -116,3 +116,22 @@ def test_gradcheck_and_gradgradcheck(up, down, padding, f):
     fn = lambda x: upfirdn2d.upfirdn2d(x, f, up=up, down=down, padding=padding, gain=1.5)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x,))
     assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+@pytest.mark.parametrize('up,down,padding,f,flip_filter', [(c[0], c[1], c[2], c[3], c[4]) for c in CASES])
+def test_adjoint_used_by_the_cuda_twin(up, down, padding, f, flip_filter):
+    """The CUDA twin's backward is upfirdn2d with swapped factors (grad_params); check it with `ref` here."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn([1, 2, 7, 5], generator=g, dtype=torch.float64, requires_grad=True)
+    f = upfirdn2d.setup_filter(f, normalize=False).to(torch.float64)
+    up, down, pad = (
+        upfirdn2d._parse_scaling(up),
+        upfirdn2d._parse_scaling(down),
+        upfirdn2d._parse_padding(padding),
+    )
+    y = upfirdn2d._upfirdn2d_ref(x, f, up, down, pad, flip_filter, 1.7)
+    dy = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    (expected,) = torch.autograd.grad(y, x, dy)
+    sizes = (5, 7), (y.shape[3], y.shape[2]), upfirdn2d._get_filter_size(f)
+    g_up, g_down, g_pad, g_flip = upfirdn2d.grad_params(*sizes, up, down, pad, flip_filter)
+    torch.testing.assert_close(upfirdn2d._upfirdn2d_ref(dy, f, g_up, g_down, g_pad, g_flip, 1.7), expected)

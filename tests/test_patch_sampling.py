@@ -137,3 +137,21 @@ def test_sampled_pixel_aligned_patch_equals_plain_crop():
         x, y = (params[n, 1:] * R).round().long().tolist()
         assert torch.allclose(crops[n], images[n, :, y : y + r, x : x + r], atol=1e-5)
     assert len({tuple(p.tolist()) for p in params}) > 20  # offsets really vary
+
+
+def test_group_size_shares_params_within_mbstd_groups():
+    from training.discriminator import minibatch_stddev
+
+    sampler = patches.make_patch_sampler('beta', 64, 16, group_size=4)
+    params = sampler.sample(8, 5_000_000, generator=_gen(17))
+    # minibatch_stddev puts samples i and i + 2 (i mod 2) in one group of 4: those share parameters.
+    assert torch.equal(params[0::2], params[0:1].expand(4, 3)) and torch.equal(
+        params[1::2], params[1:2].expand(4, 3)
+    )
+    assert not torch.equal(params[0], params[1])
+    x = torch.zeros(8, 1, 1, 1)
+    x[0::2] = 5.0  # a group of identical samples has zero spread
+    assert minibatch_stddev(x, 4, 1)[:, 1].max() < 1e-3
+    with pytest.raises(ValueError, match='divisible by group_size'):
+        sampler.sample(6, 0)
+    assert patches.make_patch_sampler('beta', 64, 16, group_size=4).sample(2, 0).shape == (2, 3)

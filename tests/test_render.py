@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import torch
 
 from training import cameras
@@ -29,21 +30,30 @@ def run_python(code: str, timeout=120) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow
 def test_rendered_box_matches_projected_corners(tmp_path):
     yaw = torch.tensor([0.0, 0.9, -2.3, 2.8])
     pitch = torch.tensor([1.5707963, 0.5, 2.6, 1.9])  # front, above, below, behind
     cam = cameras.angles_to_camera(yaw, pitch, 3.5, 45.0, dtype=torch.float64)
     np.save(tmp_path / 'labels.npy', cam.to_label().numpy())
+    np.save(tmp_path / 'mirrored.npy', cameras.mirror_camera(cam).to_label().numpy())
     run_python(f"""
         import numpy as np, pyvista as pv, sys
         sys.path.insert(0, 'scripts')
         import render_multiview as rm
-        labels = np.load({str(tmp_path / 'labels.npy')!r})
         r = rm.MeshRenderer(64, supersample=1)
+        def views(box, labels):
+            r.set_mesh(pv.Box(bounds=(box[0, 0], box[1, 0], box[0, 1], box[1, 1], box[0, 2], box[1, 2])).triangulate())
+            return np.stack([r.render(l[:16].reshape(4, 4), l[16:].reshape(3, 3))[..., 3] for l in labels])
         box = np.array({BOX.tolist()})
-        r.set_mesh(pv.Box(bounds=(box[0, 0], box[1, 0], box[0, 1], box[1, 1], box[0, 2], box[1, 2])).triangulate())
-        np.save({str(tmp_path / 'alpha.npy')!r}, np.stack([r.render(l[:16].reshape(4, 4), l[16:].reshape(3, 3))[..., 3] for l in labels]))
+        np.save({str(tmp_path / 'alpha.npy')!r}, views(box, np.load({str(tmp_path / 'labels.npy')!r})))
+        mirrored_box = np.sort(box * [-1, 1, 1], axis=0)  # the box reflected across x = 0
+        np.save({str(tmp_path / 'alpha_m.npy')!r}, views(mirrored_box, np.load({str(tmp_path / 'mirrored.npy')!r})))
     """)
+    # The mirrored camera sees the mirrored world as the x-flipped image (what dataset mirroring assumes).
+    alpha_m = np.load(tmp_path / 'alpha_m.npy')
+    flipped = np.load(tmp_path / 'alpha.npy')[:, :, ::-1]
+    assert ((alpha_m > 127) != (flipped > 127)).mean() < 0.005
     alpha = np.load(tmp_path / 'alpha.npy')  # [4, 64, 64]
     corners = torch.tensor(
         [[BOX[i, 0], BOX[j, 1], BOX[k, 2]] for i in (0, 1) for j in (0, 1) for k in (0, 1)]
@@ -74,3 +84,77 @@ def test_supersampled_alpha_is_antialiased_and_colour_straight():
     assert small[0, 0].tolist() == [255, 0, 0, 255] and small[0, 1].tolist() == [0, 0, 255, 255]
     assert small[1, 1].tolist() == [0, 255, 0, 128]  # half covered: straight colour, half alpha
     assert small[1, 0, 3] == 0
+
+
+@pytest.mark.slow
+def test_render_command_writes_a_loadable_megascans_style_dataset(tmp_path):
+    import trimesh
+
+    trimesh.creation.box(bounds=[[0, 0, 0], [4, 2, 1]]).export(tmp_path / 'box.ply')
+    tool = os.path.join(ROOT, 'scripts', 'dataset_tool.py')
+    args = [
+        'render',
+        '--mesh',
+        str(tmp_path / 'box.ply'),
+        '--dest',
+        str(tmp_path / 'out'),
+        '--views',
+        '3',
+        '--resolution',
+        '32',
+    ]
+    run_python(
+        f'import sys, runpy; sys.argv = {[tool] + args!r}; runpy.run_path({tool!r}, run_name="__main__")'
+    )
+    from training.dataset import ImageFolderDataset
+
+    ds = ImageFolderDataset(tmp_path / 'out' / 'dataset.zip')
+    assert len(ds) == 3 and ds.resolution == 32
+    _, pitch, radius = cameras.camera_to_angles(ds.cameras().cam2world)
+    assert torch.allclose(radius, torch.full((3,), 3.5), atol=1e-5)
+    assert torch.allclose(
+        cameras.intrinsics_to_fov_deg(ds.cameras().intrinsics), torch.full((3,), 45.0), atol=1e-3
+    )
+    img = ds[0][0]
+    assert (img == 255).all(0).mean() > 0.3 and (img < 255).any(0).mean() > 0.05  # object on white
+    mesh = trimesh.load(tmp_path / 'out' / 'meshes' / 'box.ply')
+    assert np.allclose(mesh.bounds, [[-1, -0.5, -0.25], [1, 0.5, 0.25]], atol=1e-6)  # scaled into [-1, 1]^3
+
+
+@pytest.mark.slow
+def test_demo_command_renders_once_then_is_cached(tmp_path):
+    tool = os.path.join(ROOT, 'scripts', 'dataset_tool.py')
+    args = ['demo', '--dest', str(tmp_path / 'demo'), '--views', '2', '--resolution', '16']
+    code = f'import sys, runpy; sys.argv = {[tool] + args!r}; runpy.run_path({tool!r}, run_name="__main__")'
+    assert 'rendered 64 images of 32 objects' in run_python(code).stdout
+    from training.dataset import ImageFolderDataset
+
+    ds = ImageFolderDataset(tmp_path / 'demo' / 'dataset.zip')
+    assert len(ds) == 64 and ds.resolution == 16
+    meshes = sorted(os.listdir(tmp_path / 'demo' / 'meshes'))
+    assert len(meshes) == 8 and 'airplane.ply' in meshes
+    import trimesh
+
+    for name in meshes:
+        bounds = trimesh.load(tmp_path / 'demo' / 'meshes' / name).bounds
+        assert np.isclose(np.abs(bounds).max(), 1.0, atol=1e-5), name  # normalised into [-1, 1]^3
+    proc = run_python(code)
+    assert 'already' in proc.stdout
+
+
+def test_blender_cameras_match_ours():
+    sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+    import blender_render as br
+
+    cam2world, intrinsics = br.sphere_cameras(50, seed=3)
+    yaw, pitch, radius = cameras.camera_to_angles(torch.from_numpy(cam2world))
+    ours = cameras.angles_to_camera(yaw, pitch, radius, 45.0, dtype=torch.float64)
+    assert np.allclose(cam2world, ours.cam2world.numpy(), atol=1e-9)
+    assert np.allclose(intrinsics, ours.intrinsics.numpy(), atol=1e-12)
+    assert (cam2world[:, 1, 3] < 0).any() and (cam2world[:, 1, 3] > 0).any()  # below included
+    front = cameras.angles_to_camera(0.0, np.pi / 2, 3.5, 45.0, dtype=torch.float64).cam2world[0].numpy()
+    M = br.blender_matrix_world(front)
+    assert np.allclose(M[:3, 3], [0, -3.5, 0])  # our +z front is Blender's -y front view
+    assert np.allclose(-M[:3, 2], [0, 1, 0])  # a Blender camera looks down its -z: towards the origin
+    assert np.allclose(M[:3, 1], [0, 0, 1])  # and its +y is Blender's up (+z)
+    assert np.allclose(M[:3, 0], [1, 0, 0]) and np.isclose(np.linalg.det(M[:3, :3]), 1)

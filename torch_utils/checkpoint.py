@@ -389,14 +389,37 @@ def load(path: str, map_location='cpu') -> dict:
     return data
 
 
-def load_network(path: str, name: str = 'G_ema', device='cpu') -> torch.nn.Module:
-    """Rebuild network `name` from a checkpoint, in eval mode with requires_grad off."""
-    data = load(path)
-    modules = data.get('modules', {})
+def _one_line(err: BaseException) -> str:
+    return ' '.join(str(err).split()) or type(err).__name__
+
+
+def load_network(path: str, name: str = 'G_ema', device='cpu', with_options: bool = False):
+    """Rebuild network `name` from a checkpoint, in eval mode with requires_grad off.
+
+    The one loader of snapshots for the command-line tools: every failure (missing, empty, corrupt or
+    pickled file, no such network, code that no longer fits the weights) is a CheckpointError with a
+    one-line message naming the file. With `with_options=True` returns (network, training options or {}).
+    """
+    path = os.fspath(path)
+    try:
+        data = load(path)
+    except FileNotFoundError:
+        raise CheckpointError(
+            f'{path}: the snapshot does not exist; pass a <run>/network-snapshot-*.pt'
+        ) from None
+    modules = data.get('modules') or {}
     if name not in modules:
         raise CheckpointError(
             f'{path}: has no network "{name}"; it holds: {", ".join(sorted(modules)) or "none"}'
         )
-    module = build_module(modules[name], device=device, where=f'{path}: {name}')
+    try:
+        module = build_module(modules[name], device=device, where=f'{path}: {name}')
+    except CheckpointError as err:
+        raise CheckpointError(_one_line(err)) from None
+    except Exception as err:  # the stored kwargs or weights do not fit this code (or the device is bad)
+        raise CheckpointError(f'{path}: cannot rebuild network "{name}": {_one_line(err)}') from None
     module.eval().requires_grad_(False)
-    return module
+    if not with_options:
+        return module
+    options = data.get('training_options')
+    return module, (options if isinstance(options, dict) else {})

@@ -185,6 +185,7 @@ class AugmentPipe(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Augment images [N, C, H, W] (float, in [-1, 1]); p = 0 returns them unchanged."""
+        misc.assert_shape(images, [None, None, None, None])
         N, C, H, W = images.shape
         if float(self.p) <= 0:
             return images
@@ -192,6 +193,9 @@ class AugmentPipe(torch.nn.Module):
             raise ValueError(f'AugmentPipe: images must be square, got {H}x{W}')
         g = self.geometric_matrix(N, W, images.device)
         if not torch.equal(g, _eye(3, N, images.device)):
+            # DEVIATION: one bilinear resampling at the patch resolution with reflection padding; ADA
+            # resamples a 2x-upsampled, wavelet-filtered image (less aliasing under scaling/rotation). Both
+            # reals and fakes go through the same resampling, so it adds no real/fake cue.
             theta = g[:, :2, :].to(images.dtype)  # [N, 2, 3]
             grid = torch.nn.functional.affine_grid(theta, [N, C, H, W], align_corners=False)
             images = torch.nn.functional.grid_sample(
@@ -249,7 +253,7 @@ class AdaController:
         adjust = (
             np.sign(self.last_rt - self.target) * self.batch_size * self.interval / (self.speed_kimg * 1000)
         )
-        new_p = float(np.clip(float(augment_pipe.p) + adjust, 0, 1))
+        new_p = float(np.clip(float(augment_pipe.p) + adjust, 0, 1))  # DEVIATION: ADA clamps only at 0
         augment_pipe.p.fill_(new_p)
         return new_p
 

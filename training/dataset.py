@@ -177,10 +177,9 @@ def decode_image(data: bytes, name: str, background=(255, 255, 255)) -> np.ndarr
         arr = np.asarray(img, dtype=np.float64)
         img = PIL.Image.fromarray(np.clip(arr * (255 / max(arr.max(), 1)), 0, 255).astype(np.uint8))
     if has_alpha:
-        rgba = np.asarray(img.convert('RGBA'), dtype=np.float32)
-        alpha = rgba[..., 3:] / 255
-        out = rgba[..., :3] * alpha + np.asarray(background, dtype=np.float32) * (1 - alpha)
-        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        rgba = img.convert('RGBA')
+        base = PIL.Image.new('RGBA', rgba.size, tuple(background) + (255,))
+        return np.asarray(PIL.Image.alpha_composite(base, rgba).convert('RGB'))  # straight alpha, in C
     return np.asarray(img.convert('RGB'))
 
 
@@ -268,9 +267,9 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self._source = _Source(self.path)
         names = self._source.image_names
         if not names:
-            raise DatasetError(
-                f'{self.path}: no images found ({", ".join(IMAGE_EXTENSIONS)}); check the path'
-            )
+            inner = os.path.join(self.path, 'dataset.zip')
+            hint = f'pass {inner}' if os.path.isfile(inner) else 'check the path'
+            raise DatasetError(f'{self.path}: no images found ({", ".join(IMAGE_EXTENSIONS)}); {hint}')
         if max_size is not None and max_size < len(names):
             idx = np.sort(np.random.RandomState(random_seed).permutation(len(names))[:max_size])
             names = [names[i] for i in idx]

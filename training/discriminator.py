@@ -204,54 +204,48 @@ class PatchDiscriminator(torch.nn.Module):
             raise ValueError(
                 f"PatchDiscriminator: hyper_mod_mode={hyper_mod_mode!r} must be 'output' or 'input'"
             )
-        self.img_resolution, self.patch_resolution, self.img_channels = (
-            img_resolution,
-            patch_resolution,
-            img_channels,
-        )
-        self.hyper_mod, self.hyper_mod_mode = hyper_mod, hyper_mod_mode
+        self.img_resolution, self.patch_resolution = img_resolution, patch_resolution
+        self.img_channels, self.hyper_mod, self.hyper_mod_mode = img_channels, hyper_mod, hyper_mod_mode
         self.camera_cond, self.patch_cond = camera_cond, patch_cond
         channels = lambda v: min(channel_base // v, channel_max)  # noqa: E731
-        fp16_resolution = max(2 ** (int(np.log2(img_resolution)) + 1 - num_fp16_res), 8)
-        virtual = [img_resolution // 2**i for i in range(int(np.log2(img_resolution)) - 2)]  # R, R/2, ..., 8
-        self.block_resolutions = [min(v, patch_resolution) for v in virtual]  # spatial input resolution
-        self.blocks = torch.nn.ModuleList()
-        for i, v in enumerate(virtual):
-            block = DiscriminatorBlock(
-                in_channels=channels(v) if i > 0 else 0,
-                tmp_channels=channels(v),
-                out_channels=channels(v // 2),
-                img_channels=img_channels,
-                down=2 if v <= patch_resolution else 1,  # extra blocks at the patch resolution keep it
-                use_fp16=v >= fp16_resolution,
-                conv_clamp=conv_clamp,
-                hyper_mode=hyper_mod_mode if hyper_mod else None,
-            )
-            self.blocks.append(block)
+        self.blocks = self._build_blocks(channels, num_fp16_res, conv_clamp)
         has_cond = camera_cond or patch_cond
         self.mapping = None
         if has_cond:
-            self.mapping = ConditionMapping(
-                camera_cond,
-                patch_cond,
-                cmap_dim,
-                camera_num_freqs,
-                camera_dropout,
-                patch_num_freqs,
-                cond_num_layers,
-            )
+            cond = (cmap_dim, camera_num_freqs, camera_dropout, patch_num_freqs, cond_num_layers)
+            self.mapping = ConditionMapping(camera_cond, patch_cond, *cond)
         self.epilogue = DiscriminatorEpilogue(
             channels(4), cmap_dim if has_cond else 0, mbstd_group_size, mbstd_num_channels, conv_clamp
         )
         self.hyper = None
         if hyper_mod:
-            self.hyper = HyperNetwork(
-                self.modulated_channels(),
-                hyper_dim,
-                hyper_num_layers,
-                table_dim=hyper_table_dim,
-                num_freqs=hyper_num_freqs,
+            hyper = dict(table_dim=hyper_table_dim, num_freqs=hyper_num_freqs)
+            self.hyper = HyperNetwork(self.modulated_channels(), hyper_dim, hyper_num_layers, **hyper)
+
+    def _build_blocks(self, channels, num_fp16_res, conv_clamp) -> torch.nn.ModuleList:
+        """One block per block of a full-resolution D, each with that block's channel widths.
+
+        Block i stands for the full-resolution block at virtual resolution v = R / 2^i; it runs at
+        min(v, r) and downsamples only once v <= r (at 256/64: 64, 64, 64, 32, 16, 8 -> 4).
+        """
+        R, r = self.img_resolution, self.patch_resolution
+        fp16_resolution = max(2 ** (int(np.log2(R)) + 1 - num_fp16_res), 8)
+        virtual = [R // 2**i for i in range(int(np.log2(R)) - 2)]  # R, R/2, ..., 8
+        self.block_resolutions = [min(v, r) for v in virtual]  # spatial input resolution of each block
+        blocks = torch.nn.ModuleList()
+        for i, v in enumerate(virtual):
+            block = DiscriminatorBlock(
+                in_channels=channels(v) if i > 0 else 0,
+                tmp_channels=channels(v),
+                out_channels=channels(v // 2),
+                img_channels=self.img_channels,
+                down=2 if v <= r else 1,  # the log2(R/r) extra blocks keep the patch resolution
+                use_fp16=v >= fp16_resolution,
+                conv_clamp=conv_clamp,
+                hyper_mode=self.hyper_mod_mode if self.hyper_mod else None,
             )
+            blocks.append(block)
+        return blocks
 
     def modulated_channels(self) -> dict:
         """{'blocks.i.layer' or 'epilogue.conv': channels} of every layer the hypernetwork modulates."""

@@ -19,13 +19,20 @@ def _seed_tag(seeds: list[int]) -> str:
     )
 
 
-def _frame(out, i: int, foreground_only: bool) -> np.ndarray:
-    """uint8 [H, W, 3], or [H, W, 4] with the opacity as alpha for foreground-only renders."""
-    rgb = eu.to_uint8(out.image[i : i + 1])[0]
+def _frame(out, i: int, foreground_only: bool, background: float | None = None) -> np.ndarray:
+    """uint8 [H, W, 3], or [H, W, 4] with the opacity as alpha for foreground-only renders.
+
+    RGBA colours are straight (not premultiplied): the background colour the renderer filled in behind
+    the foreground (`background`, in [-1, 1]) is taken out again, c = (image - (1 - a) * bg) / a.
+    """
+    image, alpha = out.image[i : i + 1], out.opacity[i : i + 1].clamp(0, 1)  # [1, 3, H, W], [1, 1, H, W]
+    if foreground_only and background is not None:
+        image = (image - (1 - alpha) * background) / alpha.clamp_min(1e-4)
+    rgb = eu.to_uint8(image)[0]
     if not foreground_only:
         return rgb
-    alpha = (out.opacity[i, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    return np.concatenate([rgb, alpha[..., None]], axis=-1)
+    a8 = (alpha[0, 0] * 255).round().to(torch.uint8).numpy()
+    return np.concatenate([rgb, a8[..., None]], axis=-1)
 
 
 def images(
@@ -39,10 +46,11 @@ def images(
         V = cam.batch_size
         planes = eg.synthesize(G, ws)
         out = eg.render(
-            G, planes.expand(V, *planes.shape[1:]), ws.expand(V, -1, -1), cam, resolution, foreground_only
-        )
+            G, planes.expand(V, *planes.shape[1:]), ws.expand(V, -1, -1), cam, resolution, foreground_only,
+            **cfg.render_kwargs,
+        )  # fmt: skip
         for v in range(V):
-            img = _frame(out, v, foreground_only)
+            img = _frame(out, v, foreground_only, eg.background_value(G))
             paths.append(os.path.join(outdir, eu.out_name('images', seed, v if V > 1 else None)))
             eu.save_png(paths[-1], img)
             tiles.append(img)
@@ -77,7 +85,7 @@ def video(
         for t in tqdm.tqdm(range(frames), desc=f'video {trajectory}', unit='frame'):
             cam = cams.select(t)
             cam = eg.cams.Camera(cam.cam2world.expand(N, 4, 4), cam.intrinsics.expand(N, 3, 3))
-            out = eg.render(G, planes, ws, cam, resolution)
+            out = eg.render(G, planes, ws, cam, resolution, **cfg.render_kwargs)
             writer.append(eu.image_grid(eu.to_uint8(out.image), cols=grid_cols))
     return [path]
 
@@ -110,7 +118,7 @@ def interp(
         for t, (a, b, f) in enumerate(tqdm.tqdm(steps, desc='interp', unit='frame')):
             w = eu.lerp(ws[a : a + 1], ws[b : b + 1], f)
             cam = cams.select(t if trajectory else 0)
-            out = eg.render(G, eg.synthesize(G, w), w, cam, resolution)
+            out = eg.render(G, eg.synthesize(G, w), w, cam, resolution, **cfg.render_kwargs)
             writer.append(eu.to_uint8(out.image)[0])
     return [path]
 
@@ -123,7 +131,15 @@ def depth(G, cfg, seeds, outdir, camera='front', resolution=None, device='cpu'):
         cam = eg.view_cameras(cfg.cameras, camera, seed, device)
         V = cam.batch_size
         planes = eg.synthesize(G, ws)
-        out = eg.render(G, planes.expand(V, *planes.shape[1:]), ws.expand(V, -1, -1), cam, resolution, True)
+        out = eg.render(
+            G,
+            planes.expand(V, *planes.shape[1:]),
+            ws.expand(V, -1, -1),
+            cam,
+            resolution,
+            True,
+            **cfg.render_kwargs,
+        )
         for v in range(V):
             d, a = out.depth[v, 0].numpy(), out.opacity[v, 0].numpy()
             view = v if V > 1 else None
@@ -138,58 +154,46 @@ def depth(G, cfg, seeds, outdir, camera='front', resolution=None, device='cpu'):
 
 
 def mesh(
-    G,
-    cfg,
-    seeds,
-    outdir,
-    resolution=256,
-    threshold=None,
-    fmt='ply',
-    crop=None,
-    method=None,
-    render=True,
-    render_resolution=512,
-    chunk_size=1 << 18,
-    device='cpu',
-):
+    G, cfg, seeds, outdir, resolution=256, threshold=None, fmt='ply', crop=None, method=None, render=True,
+    render_resolution=512, chunk_size=1 << 18, cap=True, device='cpu',
+):  # fmt: skip
     """Marching-cubes mesh per seed with vertex colours, its stats (.json) and a PNG render."""
     bounds = crop or geometry.cube_bounds(G.scene_bounds)
-    paths, notes = [], []
+    method = method or geometry.DEFAULT_MC_METHOD
+    paths = []
     for seed in seeds:
         ws = eg.seeds_to_ws(G, [seed], cfg.trunc, cfg.trunc_cutoff, device)
         density_fn, color_fn = eg.geometry_fns(G, eg.synthesize(G, ws))
         result, info = geometry.extract_mesh(
-            density_fn, bounds, resolution, threshold, color_fn, method or geometry.DEFAULT_MC_METHOD,
-            chunk_size, device, progress=True,
-        )  # fmt: skip
-        mesh_path = os.path.join(outdir, eu.out_name('geometry', seed, ext=fmt))
-        geometry.write_mesh(mesh_path, result)
-        info.update(
-            seed=seed,
-            resolution=resolution,
-            bounds=[list(b) for b in bounds],
-            method=method or geometry.DEFAULT_MC_METHOD,
+            density_fn, bounds, resolution, threshold, color_fn, method, chunk_size, device, True, cap
         )
+        stem = os.path.join(outdir, eu.out_name('geometry', seed, ext=fmt)).rsplit('.', 1)[0]
+        geometry.write_mesh(f'{stem}.{fmt}', result)
         timings = {
             k: info.pop(k) for k in ('density_s', 'marching_cubes_s', 'colors_s')
-        }  # keep files deterministic
-        with open(mesh_path.rsplit('.', 1)[0] + '.json', 'w') as f:
+        }  # files stay deterministic
+        info.update(
+            seed=seed, resolution=resolution, bounds=[list(b) for b in bounds], method=method, capped=cap
+        )
+        with open(f'{stem}.json', 'w') as f:
             json.dump(info, f, indent=2)
-        paths += [mesh_path, mesh_path.rsplit('.', 1)[0] + '.json']
-        notes.append(
+        paths += [f'{stem}.{fmt}', f'{stem}.json']
+        tqdm.tqdm.write(
             f'seed {seed}: {info["num_vertices"]} vertices, {info["num_faces"]} faces at threshold '
             f'{info["threshold"]:.4g} (density median {info["median"]:.3g}, max {info["max"]:.3g}); '
             f'{timings["density_s"]:.1f} s density, {timings["marching_cubes_s"]:.1f} s marching cubes'
         )
         if render:
-            from training.mesh_render import render_mesh_in_subprocess
+            paths += _render_png(f'{stem}.{fmt}', f'{stem}.png', render_resolution)
+    return paths
 
-            png = os.path.join(outdir, eu.out_name('geometry', seed, ext='png'))
-            error = render_mesh_in_subprocess(mesh_path, png, resolution=render_resolution)
-            paths += [png] if error is None else []
-            notes += (
-                []
-                if error is None
-                else [f'seed {seed}: mesh written, but no PNG: {error} (or use --no-render)']
-            )
-    return paths, notes
+
+def _render_png(mesh_path: str, png_path: str, resolution: int) -> list[str]:
+    """The mesh's PNG (rendered in a child process); a failed render is reported, never fatal."""
+    from training.mesh_render import render_mesh_in_subprocess
+
+    error = render_mesh_in_subprocess(mesh_path, png_path, resolution=resolution)
+    if error is not None:
+        tqdm.tqdm.write(f'{mesh_path} written, but no PNG render: {error} (skip it with --no-render)')
+        return []
+    return [png_path]

@@ -1,5 +1,6 @@
-"""Generator-facing steps of gen_samples.py: load a snapshot, resolve cameras, map seeds to w, synthesise
-tri-planes once per latent and render them from any camera in bounded batches.
+"""Generator-facing steps of gen_samples.py (snapshots load through checkpoint.load_network): resolve
+cameras, map seeds to w, synthesise tri-planes once per latent and render them from any camera in bounded
+batches.
 
 Every function is deterministic for a given seed: z comes from the seed (export_utils.z_from_seed), random
 cameras from a torch.Generator seeded by it, and the synthesis network runs with noise_mode='const'.
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from torch_utils import misc
 from training import cameras as cams
 from training.export_utils import z_from_seed
 
@@ -22,22 +24,18 @@ class ExportError(ValueError):
 # Snapshot.
 
 
-def load_snapshot(path: str, device='cpu') -> tuple[torch.nn.Module, dict]:
-    """(G_ema in eval mode, the snapshot's training options or {}); ExportError on any unreadable file."""
-    from torch_utils import checkpoint
+def check_device(device) -> torch.device:
+    """--device as a torch.device; ExportError if torch does not know it or it is not available here.
 
+    Snapshots themselves are loaded by torch_utils.checkpoint.load_network (with_options=True).
+    """
     try:
-        data = checkpoint.load(path)
-        G = checkpoint.load_network(path, 'G_ema', device=device)
-    except FileNotFoundError:
-        raise ExportError(
-            f'snapshot "{path}" does not exist; pass --network <run>/network-snapshot-*.pt'
-        ) from None
-    except Exception as err:  # corrupt, foreign, or built by incompatible code: all end the command
-        message = ' '.join(str(err).split()) or type(err).__name__
-        raise ExportError(f'cannot load the generator from "{path}": {message}') from None
-    options = data.get('training_options') or {}
-    return G, options if isinstance(options, dict) else {}
+        device = torch.device(device)
+    except RuntimeError as err:
+        raise ExportError(f'--device {device}: {err}') from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ExportError(f'--device {device}: CUDA is not available here; use --device cpu')
+    return device
 
 
 # ----------------------------------------------------------------------------
@@ -150,14 +148,21 @@ def seeds_to_ws(
 
 def synthesize(G, ws: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
     """Tri-planes for each latent, with constant noise. [N, 3, C, Rp, Rp]"""
+    misc.assert_shape(ws, [None, G.num_ws, G.w_dim])
     num_ws = getattr(G.synthesis, 'num_ws', ws.shape[1])  # the rest of ws (if any) drives the background
     with torch.no_grad():
         return torch.cat([G.synthesis(w[:, :num_ws], noise_mode='const') for w in ws.split(batch_size)])
 
 
-def render(G, planes, ws, camera: cams.Camera, resolution=None, foreground_only=False, batch_size: int = 4):
-    """Full images of planes[i] seen from camera i, in batches. RenderOutput(image, depth, opacity) on CPU."""
-    kwargs = dict(foreground_only=True) if foreground_only else {}
+def render(
+    G, planes, ws, camera: cams.Camera, resolution=None, foreground_only=False, batch_size=4, **kwargs
+):
+    """Full images of planes[i] seen from camera i, in batches. RenderOutput(image, depth, opacity) on CPU.
+
+    kwargs go to G.render (e.g. num_samples_multiplier); foreground_only is passed only when set.
+    """
+    misc.assert_shape(planes, [camera.batch_size, 3, None, None, None])
+    kwargs = dict(kwargs, foreground_only=True) if foreground_only else kwargs
     outputs = []
     with torch.no_grad():
         for start in range(0, planes.shape[0], batch_size):
@@ -167,8 +172,20 @@ def render(G, planes, ws, camera: cams.Camera, resolution=None, foreground_only=
     return type(out)(*(torch.cat(parts) for parts in zip(*outputs)))
 
 
-def geometry_fns(G, planes: torch.Tensor, chunk_size: int = 1 << 16):
-    """(density_fn, color_fn) of one latent's tri-planes [1, ...] for training/geometry.py."""
+def background_value(G) -> float | None:
+    """The flat colour (in [-1, 1]) G's renderer fills transparent pixels with, if it says which."""
+    from training import rendering
+
+    name = getattr(getattr(G, 'march', None), 'background', None)
+    return rendering.BACKGROUND_COLOURS.get(name) if isinstance(name, str) else None
+
+
+def geometry_fns(G, planes: torch.Tensor, chunk_size: int | None = None):
+    """(density_fn, color_fn) of one latent's tri-planes [1, ...] for training/geometry.py.
+
+    chunk_size: points G decodes at once (None: G's own point_chunk); the grid's chunks bound the rest.
+    """
+    misc.assert_shape(planes, [1, 3, None, None, None])
 
     def density_fn(points):
         return G.query_points(planes, points, chunk_size=chunk_size)[1]

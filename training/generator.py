@@ -18,7 +18,7 @@ from training.background import BackgroundMLP
 from training.layers import FullyConnectedLayer
 from training.patches import full_image_patch_params
 from training.rendering import RenderOutput  # noqa: F401 (re-exported: G returns it)
-from training.triplane import TriPlaneDecoder, TriPlaneSynthesis, density_noise_std, sample_triplane
+from training.triplane import TriPlaneDecoder, TriPlaneSynthesis, activate_outputs, density_noise_std
 
 __all__ = ['Generator', 'MappingNetwork', 'RenderOutput', 'density_noise_std']
 
@@ -96,7 +96,8 @@ class Generator(torch.nn.Module):
         super().__init__()
         if not (0 < scene_bounds and 0 < ray_start < ray_end):
             raise ValueError(
-                f'Generator: need 0 < scene_bounds and 0 < ray_start < ray_end, got {scene_bounds}, {ray_start}, {ray_end}'
+                f'Generator: need 0 < scene_bounds and 0 < ray_start < ray_end, got {scene_bounds}, {ray_start}, '
+                f'{ray_end} (cube_scale, ray_start, ray_end of the dataset preset, configs/datasets/<name>.yaml)'
             )
         self.z_dim, self.w_dim = z_dim, w_dim
         self.img_resolution, self.patch_resolution = img_resolution, patch_resolution
@@ -199,11 +200,10 @@ class Generator(torch.nn.Module):
         return self.decoder.activate(raw, density_noise_std)
 
     def _decode(self, planes, coords):
-        return self.decoder(sample_triplane(planes, coords))
+        return self.decoder.decode(planes, coords)
 
     def _query_background(self, ws_bg, coords):
-        rgb, sigma = self.decoder.activate(self.background_mlp(coords, ws_bg))
-        return rgb, sigma
+        return activate_outputs(self.background_mlp(coords, ws_bg))
 
     def density(self, ws, points, chunk_size=None, noise_mode='const'):
         """Density at world points [N, P, 3] for the latents ws [N, num_ws, w_dim] -> sigma [N, P, 1]."""

@@ -10,6 +10,7 @@ is `linspace(lo, hi, resolution)` over the box `bounds = ((x0, x1), (y0, y1), (z
 normals point out of the dense region (towards lower density).
 """
 
+import math
 import time
 from typing import NamedTuple
 
@@ -18,6 +19,7 @@ import torch
 import tqdm
 
 from torch_utils import misc
+from training.export_utils import to_uint8
 
 MC_METHODS = ('flying_edges', 'skimage')
 DEFAULT_MC_METHOD = (
@@ -82,14 +84,17 @@ def sample_density_grid(
     """Density at every point of a resolution^3 grid over `bounds`. [R, R, R] float32 (x, y, z order)
 
     Peak memory beyond the float32 result is one chunk of `chunk_size` points (coordinates and outputs):
-    grid coordinates are computed per chunk from flat indices, never for the whole grid at once.
+    grid coordinates are computed per chunk from flat indices, never for the whole grid at once. The
+    result is the interior view of an [R + 2]^3 buffer whose one-voxel border `marching_cubes` fills to
+    cap cut surfaces, so closing the mesh needs no second N^3 copy.
     """
     if resolution < 2:
         raise ValueError(f'grid resolution must be at least 2, got {resolution}')
-    R = resolution
+    R, Rp = resolution, resolution + 2
     lo = torch.tensor([b[0] for b in bounds], dtype=torch.float64, device=device)
     step = torch.tensor(voxel_size(bounds, R), dtype=torch.float64, device=device)
-    volume = np.empty(R**3, dtype=np.float32)
+    buffer = np.full((Rp, Rp, Rp), np.nan, dtype=np.float32)
+    flat = buffer.reshape(-1)  # a view: writes land in the buffer
     starts = range(0, R**3, chunk_size)
     for start in tqdm.tqdm(starts, desc=f'density {R}^3', unit='chunk', disable=not progress, leave=False):
         idx = torch.arange(start, min(start + chunk_size, R**3), device=device)
@@ -98,8 +103,15 @@ def sample_density_grid(
         with torch.no_grad():
             sigma = density_fn(points)
         misc.assert_shape(sigma, [1, points.shape[1], 1])
-        volume[start : start + points.shape[1]] = sigma.reshape(-1).float().cpu().numpy()
-    return volume.reshape(R, R, R)  # [x, y, z]
+        dest = ((ijk[:, 0] + 1) * Rp + ijk[:, 1] + 1) * Rp + ijk[:, 2] + 1  # [P] flat index in the buffer
+        flat[dest.cpu().numpy()] = sigma.reshape(-1).float().cpu().numpy()
+    return buffer[1:-1, 1:-1, 1:-1]  # [x, y, z]
+
+
+def _subsample(volume: np.ndarray, max_samples: int) -> np.ndarray:
+    """A strided subsample of at most ~max_samples voxels, without copying the volume. [M]"""
+    stride = max(1, math.ceil((volume.size / max_samples) ** (1 / 3)))
+    return volume[::stride, ::stride, ::stride].reshape(-1)
 
 
 # ----------------------------------------------------------------------------
@@ -108,13 +120,11 @@ def sample_density_grid(
 
 def density_stats(volume: np.ndarray, max_samples: int = 1 << 21) -> dict:
     """Summary of a density volume for logs and error messages (percentiles on a strided subsample)."""
-    flat = volume.reshape(-1)
-    sub = flat[:: max(1, flat.size // max_samples)]
-    p = np.percentile(sub, [1, 50, 99])
+    p = np.percentile(_subsample(volume, max_samples), [1, 50, 99])
     return dict(
-        min=float(flat.min()),
-        max=float(flat.max()),
-        mean=float(flat.mean()),
+        min=float(volume.min()),
+        max=float(volume.max()),
+        mean=float(volume.mean(dtype=np.float64)),
         p1=float(p[0]),
         median=float(p[1]),
         p99=float(p[2]),
@@ -133,11 +143,10 @@ def auto_threshold(
     cannot stretch the histogram. It adapts to each model's density scale, which a fixed constant cannot.
     Raises EmptyIsosurfaceError on a constant volume, which has no surface at any level.
     """
-    flat = volume.reshape(-1)
-    sub = flat[:: max(1, flat.size // max_samples)].astype(np.float64)
+    sub = _subsample(volume, max_samples).astype(np.float64)
     if not np.isfinite(sub).all():
         raise ValueError('the density volume holds NaN or infinite values; the generator output is broken')
-    lo, hi = float(flat.min()), float(flat.max())
+    lo, hi = float(volume.min()), float(volume.max())
     if not hi > lo:
         raise EmptyIsosurfaceError(
             f'the density is constant ({lo:.4g}) over the whole box: there is no surface'
@@ -177,10 +186,34 @@ def check_isosurface(volume: np.ndarray, threshold: float) -> None:
 # Marching cubes.
 
 
+def _bordered_base(volume: np.ndarray) -> np.ndarray | None:
+    """The [R + 2]^3 buffer that `volume` is the interior view of (sample_density_grid's result), or None."""
+    base = volume.base
+    if not isinstance(base, np.ndarray) or base.shape != tuple(n + 2 for n in volume.shape):
+        return None
+    if not base.flags.c_contiguous or base.dtype != np.float32:
+        return None
+    interior = base[1:-1, 1:-1, 1:-1]
+    same = interior.ctypes.data == volume.ctypes.data and interior.strides == volume.strides
+    return base if same else None
+
+
 def _pad_closed(volume: np.ndarray, threshold: float) -> np.ndarray:
-    """Surround the volume with one layer below the threshold, so surfaces cut by the box are capped."""
+    """The volume surrounded by one layer below the threshold, so surfaces cut by the box are capped.
+
+    Fills the border of sample_density_grid's buffer in place when it has one; copies otherwise.
+    """
     fill = min(float(volume.min()), threshold) - 1.0
-    return np.pad(volume, 1, mode='constant', constant_values=fill)
+    out = _bordered_base(volume)
+    if out is None:
+        out = np.empty([n + 2 for n in volume.shape], dtype=np.float32)
+        out[1:-1, 1:-1, 1:-1] = volume
+    for axis in range(3):  # the six faces of the border
+        index = [slice(None)] * 3
+        for side in (0, -1):
+            index[axis] = side
+            out[tuple(index)] = fill
+    return out
 
 
 def _mc_skimage(volume: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -198,8 +231,10 @@ def _mc_flying_edges(volume: np.ndarray, threshold: float) -> tuple[np.ndarray, 
     from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D
 
     image = vtkImageData()
-    image.SetDimensions(*volume.shape)  # VTK points run x fastest, i.e. Fortran order of volume[x, y, z]
-    flat = np.asfortranarray(volume, dtype=np.float32).ravel(order='F')
+    # VTK runs x fastest; our C-ordered volume[x, y, z] runs z fastest. Hand VTK the memory as it is, as a
+    # volume of dims (z, y, x), and swap the coordinates back below: no transposing copy of N^3 floats.
+    image.SetDimensions(*volume.shape[::-1])
+    flat = np.ascontiguousarray(volume, dtype=np.float32).reshape(-1)
     image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(flat, deep=False))
     fe = vtkFlyingEdges3D()
     fe.SetInputData(image)
@@ -211,9 +246,13 @@ def _mc_flying_edges(volume: np.ndarray, threshold: float) -> tuple[np.ndarray, 
     out = fe.GetOutput()
     if out.GetNumberOfPoints() == 0:
         return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
-    verts = numpy_support.vtk_to_numpy(out.GetPoints().GetData()).astype(np.float64)
+    verts = numpy_support.vtk_to_numpy(out.GetPoints().GetData())[:, ::-1].astype(
+        np.float64
+    )  # (z,y,x) -> (x,y,z)
     faces = numpy_support.vtk_to_numpy(out.GetPolys().GetConnectivityArray()).reshape(-1, 3)
-    return verts, faces  # VTK's winding already gives outward normals for a dense interior
+    return verts, faces[
+        :, ::-1
+    ]  # the axis swap mirrors the mesh: reverse the winding to keep normals outward
 
 
 def marching_cubes(
@@ -254,8 +293,8 @@ def vertex_colors(color_fn, vertices: np.ndarray, chunk_size: int = 1 << 16, dev
         with torch.no_grad():
             rgb = color_fn(points)  # [1, P, 3]
         misc.assert_shape(rgb, [1, points.shape[1], 3])
-        rgb = ((rgb[0].float().cpu() + 1) * 127.5).round().clamp(0, 255)
-        colors[start : start + len(rgb)] = rgb.to(torch.uint8).numpy()
+        as_image = rgb.permute(0, 2, 1)[..., None]  # [1, P, 3] -> [1, 3, P, 1]: one column of pixels
+        colors[start : start + points.shape[1]] = to_uint8(as_image).reshape(-1, 3)  # [1, P, 1, 3] -> [P, 3]
     return colors
 
 
@@ -286,13 +325,17 @@ def extract_mesh(
     chunk_size: int = 1 << 18,
     device='cpu',
     progress: bool = False,
+    close: bool = True,
 ) -> tuple[Mesh, dict]:
-    """Grid -> threshold (automatic when None) -> marching cubes -> vertex colours; also timings and stats."""
+    """Grid -> threshold (automatic when None) -> marching cubes -> vertex colours; also timings and stats.
+
+    close: cap surfaces cut by the box so the mesh is watertight (see `marching_cubes`).
+    """
     t0 = time.perf_counter()
     volume = sample_density_grid(density_fn, bounds, resolution, chunk_size, device, progress)
     t1 = time.perf_counter()
     level = auto_threshold(volume) if threshold is None else float(threshold)
-    mesh = marching_cubes(volume, level, bounds, method)
+    mesh = marching_cubes(volume, level, bounds, method, close)
     t2 = time.perf_counter()
     if color_fn is not None and len(mesh.vertices):
         mesh = mesh._replace(colors=vertex_colors(color_fn, mesh.vertices, device=device))

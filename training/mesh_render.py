@@ -18,9 +18,14 @@ os.environ.setdefault('VTK_DEFAULT_OPENGL_WINDOW', 'vtkEGLRenderWindow')
 GREY = (0.78, 0.78, 0.80)
 
 
-def camera_direction(yaw: float, pitch: float) -> np.ndarray:
-    """Unit vector from the origin to a camera at (yaw, pitch), in training/cameras.py's convention."""
-    return np.array([math.sin(pitch) * math.sin(yaw), math.cos(pitch), math.sin(pitch) * math.cos(yaw)])
+def _camera_direction(yaw: float, pitch: float) -> np.ndarray:
+    """Unit vector from the origin to a camera at (yaw, pitch): training/cameras.py's angles_to_position."""
+    import torch
+
+    from training.cameras import angles_to_position
+
+    yaw, pitch, radius = (torch.tensor(float(x), dtype=torch.float64) for x in (yaw, pitch, 1.0))
+    return angles_to_position(yaw, pitch, radius).numpy()
 
 
 def render_mesh(
@@ -52,7 +57,7 @@ def render_mesh(
             plotter.add_mesh(poly, color=GREY, smooth_shading=True, specular=0.2)
         centre = np.asarray(poly.center)
         extent = float(np.linalg.norm(np.asarray(poly.bounds[1::2]) - np.asarray(poly.bounds[::2])))
-        position = centre + camera_direction(yaw, pitch) * max(extent, 1e-6) * 1.6
+        position = centre + _camera_direction(yaw, pitch) * max(extent, 1e-6) * 1.6
         plotter.camera_position = [tuple(position), tuple(centre), (0.0, 1.0, 0.0)]
         plotter.camera.view_angle = 30.0
         plotter.reset_camera_clipping_range()

@@ -72,7 +72,11 @@ class PatchSampler:
 
     kind = None
 
-    def __init__(self, img_resolution: int, patch_resolution: int, pixel_aligned: bool = False):
+    def __init__(
+        self, img_resolution: int, patch_resolution: int, pixel_aligned: bool = False, group_size: int = 1
+    ):
+        if group_size < 1:
+            raise ValueError(f'patch sampler: group_size={group_size} must be >= 1')
         if not (0 < patch_resolution <= img_resolution):
             raise ValueError(
                 f'patch sampler: patch_resolution={patch_resolution} must be in (0, img_resolution={img_resolution}]'
@@ -83,6 +87,7 @@ class PatchSampler:
             patch_resolution / img_resolution
         )  # r / R: the smallest scale (1 patch pixel = 1 image pixel).
         self.pixel_aligned = bool(pixel_aligned)  # Snap offsets to multiples of 1/R (image pixel edges).
+        self.group_size = int(group_size)  # Share one (s, dx, dy) per minibatch-stddev group of D.
 
     def sample_scales(self, batch_size: int, cur_nimg: float, generator=None, device='cpu') -> torch.Tensor:
         """Scales s in [r/R, 1], float64. [N]"""
@@ -93,10 +98,18 @@ class PatchSampler:
         raise NotImplementedError(f'{type(self).__name__} must implement describe')
 
     def sample(self, batch_size: int, cur_nimg: float, device='cpu', generator=None) -> torch.Tensor:
-        """Patch parameters (s, dx, dy) for the current cur_nimg. [N, 3] float32 on `device`."""
-        scale = self.sample_scales(batch_size, cur_nimg, generator=generator, device=device)
+        """Patch parameters (s, dx, dy) for the current cur_nimg. [N, 3] float32 on `device`.
+
+        With group_size G > 1, samples i and j share parameters when i = j mod N/G: exactly the groups of
+        D's minibatch-stddev layer (as in the public code), so each group's statistic compares like with like.
+        """
+        G = min(self.group_size, batch_size)
+        if batch_size % G != 0:
+            raise ValueError(f'patch sampler: batch size {batch_size} must be divisible by group_size {G}')
+        n = batch_size // G
+        scale = self.sample_scales(n, cur_nimg, generator=generator, device=device)
         offsets = [self._sample_offset(scale, generator, device) for _ in range(2)]  # Eq. 3: p(dx|s) p(dy|s)
-        params = torch.stack([scale, *offsets], dim=1)  # [N, 3]
+        params = torch.stack([scale, *offsets], dim=1).repeat(G, 1)  # [n, 3] -> [N, 3]
         return params.to(device=device, dtype=torch.float32)
 
     def _sample_offset(self, scale: torch.Tensor, generator, device) -> torch.Tensor:
@@ -122,8 +135,9 @@ class BetaPatchSampler(PatchSampler):
         beta_end: float = 0.8,  # beta(T): slightly below 1 keeps some focus on structure (Sec. 3.3).
         anneal_kimg: float = 10000,  # T in kimg.
         pixel_aligned: bool = False,  # Snap offsets to image pixel edges.
+        group_size: int = 1,  # Share parameters within D's minibatch-stddev groups (1 = independent, Eq. 3).
     ):
-        super().__init__(img_resolution, patch_resolution, pixel_aligned)
+        super().__init__(img_resolution, patch_resolution, pixel_aligned, group_size)
         if beta_start <= 0 or beta_end <= 0:
             raise ValueError(
                 f'beta patch sampler: beta_start={beta_start} and beta_end={beta_end} must be > 0'
@@ -165,8 +179,9 @@ class UniformPatchSampler(PatchSampler):
         s_min_start: float = 0.9,  # s_min(0) as in GRAF (Appendix B.3).
         anneal_kimg: float = 10000,  # T in kimg.
         pixel_aligned: bool = False,  # Snap offsets to image pixel edges.
+        group_size: int = 1,  # Share parameters within D's minibatch-stddev groups (1 = independent, Eq. 3).
     ):
-        super().__init__(img_resolution, patch_resolution, pixel_aligned)
+        super().__init__(img_resolution, patch_resolution, pixel_aligned, group_size)
         if not (0 < s_min_start <= 1):
             raise ValueError(f'uniform patch sampler: s_min_start={s_min_start} must be in (0, 1]')
         self.s_min_start, self.anneal_kimg = float(s_min_start), float(anneal_kimg)
@@ -196,8 +211,9 @@ class DiscretePatchSampler(PatchSampler):
         patch_resolution: int,  # r: patch resolution.
         scales: list | None = None,  # Scales to draw from, each in [r/R, 1]; None = r/R * 2^k and 1.
         pixel_aligned: bool = False,  # Snap offsets to image pixel edges.
+        group_size: int = 1,  # Share parameters within D's minibatch-stddev groups (1 = independent, Eq. 3).
     ):
-        super().__init__(img_resolution, patch_resolution, pixel_aligned)
+        super().__init__(img_resolution, patch_resolution, pixel_aligned, group_size)
         if scales is None:
             scales, s = [], self.min_scale
             while s < 1 - 1e-9:

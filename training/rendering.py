@@ -47,15 +47,18 @@ class RayMarchOptions:
     def __post_init__(self):
         if not 0 <= self.ray_start < self.ray_end:
             raise ValueError(
-                f'rendering: need 0 <= ray_start < ray_end, got {self.ray_start}, {self.ray_end}'
+                f'rendering: need 0 <= ray_start < ray_end, got {self.ray_start}, {self.ray_end} '
+                '(set ray_start/ray_end in the dataset preset, configs/datasets/<name>.yaml)'
             )
         if self.num_coarse < 2 or self.num_fine < 0:
             raise ValueError(
-                f'rendering: need num_coarse >= 2 and num_fine >= 0, got {self.num_coarse}, {self.num_fine}'
+                f'rendering: need num_coarse >= 2 and num_fine >= 0, got {self.num_coarse}, {self.num_fine} '
+                '(the Generator kwargs num_coarse/num_fine, e.g. --ray-steps)'
             )
         if self.background not in BACKGROUND_COLOURS:
             raise ValueError(
-                f'rendering: background must be one of {list(BACKGROUND_COLOURS)}, got {self.background!r}'
+                f'rendering: background must be one of {list(BACKGROUND_COLOURS)}, got {self.background!r} '
+                '(the dataset preset\'s "background")'
             )
 
 

@@ -16,8 +16,8 @@ import torch
 import torch.utils.checkpoint
 
 from torch_utils import misc
-from torch_utils.ops import upfirdn2d
-from training.layers import FullyConnectedLayer, modulated_conv2d
+from torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
+from training.layers import FullyConnectedLayer
 
 PLANE_NAMES = ('xy', 'xz', 'yz')
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))  # (width axis, height axis) of each plane, as indices into (x, y, z)
@@ -77,18 +77,45 @@ class TriPlaneDecoder(torch.nn.Module):
         x = self.out(self.hidden(x))  # [N*P, 4]
         return x.reshape(N, P, 4)
 
-    def activate(self, raw: torch.Tensor, noise_std: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw outputs [N, P, 4] -> (rgb [N, P, 3] in [-1, 1], sigma [N, P, 1] >= 0).
+    def decode(self, planes: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """`forward(sample_triplane(planes, coords))` without its transposes: [N, 3, C, H, W], [N, P, 3] -> [N, P, 4].
 
-        Density: softplus(raw + shift + noise_std * n), n ~ N(0, 1) (noise regularizes early training).
+        Works in the grid_sample layout [N, C, P]; the mean over planes and the hidden activation's gain are
+        folded into the weights, bias and leaky ReLU are applied in place.
         """
-        # DEVIATION: colours go through a (slightly widened) sigmoid so images stay in [-1, 1] as the
-        # interface promises; the public EpiGRAF code leaves them unbounded.
-        rgb = torch.sigmoid(raw[..., :3]) * (2 + 2e-3) - (1 + 1e-3)
-        logit = raw[..., 3:] + self.density_shift
-        if noise_std > 0:
-            logit = logit + noise_std * torch.randn_like(logit)
-        return rgb, torch.nn.functional.softplus(logit)
+        N, _, C, H, W = planes.shape
+        P = coords.shape[1]
+        grid = project_onto_planes(coords).reshape(N * 3, 1, P, 2)  # [N*3, 1, P, 2]
+        feats = torch.nn.functional.grid_sample(
+            planes.reshape(N * 3, C, H, W), grid, mode='bilinear', padding_mode='zeros', align_corners=False
+        )  # [N*3, C, 1, P]
+        feats = feats.reshape(N, 3, C, P).sum(dim=1)  # [N, C, P]: 3x the mean over planes
+        hidden, out = self.hidden, self.out
+        w1 = hidden.weight * (hidden.weight_gain / 3)  # [64, C]
+        x = torch.bmm(w1.expand(N, -1, -1), feats).add_(hidden.bias[:, None] * hidden.bias_gain)  # [N, 64, P]
+        x = torch.nn.functional.leaky_relu_(x, 0.2)
+        gain = bias_act.activation_funcs['lrelu'].def_gain
+        w2 = out.weight * (out.weight_gain * gain)  # [4, 64]
+        x = torch.bmm(w2.expand(N, -1, -1), x).add_(out.bias[:, None] * out.bias_gain)  # [N, 4, P]
+        return x.transpose(1, 2)  # [N, P, 4]
+
+    def activate(self, raw: torch.Tensor, noise_std: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw outputs [N, P, 4] -> (rgb [N, P, 3] in [-1, 1], sigma [N, P, 1] >= 0); see `activate_outputs`."""
+        return activate_outputs(raw, self.density_shift, noise_std)
+
+
+def activate_outputs(raw: torch.Tensor, density_shift: float = 0.0, noise_std: float = 0.0):
+    """Raw field outputs [N, P, 4] -> (rgb [N, P, 3] in [-1, 1], sigma [N, P, 1] >= 0).
+
+    Density: softplus(raw + shift + noise_std * n), n ~ N(0, 1) (the noise regularizes early training).
+    """
+    # DEVIATION: colours go through a (slightly widened) sigmoid so images stay in [-1, 1] as the
+    # interface promises; the public EpiGRAF code leaves them unbounded.
+    rgb = torch.sigmoid(raw[..., :3]) * (2 + 2e-3) - (1 + 1e-3)
+    logit = raw[..., 3:] + density_shift
+    if noise_std > 0:
+        logit = logit + noise_std * torch.randn_like(logit)
+    return rgb, torch.nn.functional.softplus(logit)
 
 
 # ----------------------------------------------------------------------------
@@ -130,6 +157,45 @@ def bias_act_inplace(x, b, alpha=0.2, gain=math.sqrt(2), clamp=None):
     return _BiasActInplace.apply(x, b, alpha, gain, clamp)
 
 
+def modulated_conv(x, weight, styles, up=1, padding=0, resample_filter=None, demodulate=True):
+    """StyleGAN2 modulated conv (as `layers.modulated_conv2d`) choosing the form that keeps least for backward.
+
+    x [N, Cin, H, W], weight [Cout, Cin, k, k], styles [N, Cin]. Demodulation coefficients come from
+    d[n, o] = rsqrt(sum_i s[n, i]^2 sum_k W[o, i, k]^2), never from the materialized [N, Cout, Cin, k, k]
+    product. Fused (one grouped conv on per-sample weights) keeps that product (N Cout Cin k^2 floats);
+    unfused (scale activations, shared conv, scale outputs) keeps its scaled input and its output: the
+    smaller one is used when gradients are recorded (at 512 channels and 32^2 that saves 36 MB a layer).
+    """
+    N, Cin, H, W = x.shape
+    Cout, _, kh, kw = weight.shape
+    misc.assert_shape(styles, [N, Cin])
+    flip_weight = up == 1  # transposed-conv friendly kernel orientation when upsampling
+    dcoefs = None
+    if demodulate:
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, Cout]
+    fused = N == 1 or not torch.is_grad_enabled() or Cout * Cin * kh * kw <= (Cin + Cout * up * up) * H * W
+    if not fused:
+        x = conv2d_resample.conv2d_resample(
+            x * styles.reshape(N, Cin, 1, 1), weight, resample_filter, up=up, padding=padding,
+            flip_weight=flip_weight,
+        )  # fmt: skip
+        return x * dcoefs.reshape(N, Cout, 1, 1) if demodulate else x
+    scale = (
+        styles[:, None, :] if dcoefs is None else styles[:, None, :] * dcoefs[:, :, None]
+    )  # [N, Cout|1, Cin]
+    w = (weight[None] * scale[..., None, None]).reshape(N * Cout, Cin, kh, kw)  # [N*Cout, Cin, kh, kw]
+    x = conv2d_resample.conv2d_resample(
+        x.reshape(1, N * Cin, H, W),
+        w,
+        resample_filter,
+        up=up,
+        padding=padding,
+        groups=N,
+        flip_weight=flip_weight,
+    )  # [1, N*Cout, H', W']
+    return x.reshape(N, Cout, *x.shape[2:])
+
+
 class SynthesisLayer(torch.nn.Module):
     """Modulated 3x3 conv (optionally upsampling x2), per-pixel noise, bias, leaky ReLU."""
 
@@ -148,10 +214,9 @@ class SynthesisLayer(torch.nn.Module):
     def forward(self, x, w, noise_mode='random'):
         N = x.shape[0]
         styles = self.affine(w)  # [N, Cin]
-        x = modulated_conv2d(
-            x, self.weight, styles, up=self.up, padding=1, resample_filter=self.resample_filter,
-            flip_weight=(self.up == 1),
-        )  # fmt: skip
+        x = modulated_conv(
+            x, self.weight, styles, up=self.up, padding=1, resample_filter=self.resample_filter
+        )
         if self.use_noise and noise_mode != 'none':
             if noise_mode == 'random':
                 noise = torch.randn(N, 1, self.resolution, self.resolution, dtype=x.dtype, device=x.device)
@@ -174,8 +239,21 @@ class ToPlanesLayer(torch.nn.Module):
 
     def forward(self, x, w):
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
+        x = modulated_conv(x, self.weight, styles, demodulate=False)
         return bias_act_inplace(x, self.bias, alpha=1, gain=1, clamp=self.conv_clamp)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """`upfirdn2d.upsample2d(x, setup_filter([1, 3, 3, 1]))` as one depthwise stride-2 transposed conv.
+
+    [N, C, H, W] -> [N, C, 2H, 2W]. Per axis the kernel [1, 3, 3, 1] / 4 gives output 2i = (x[i-1] + 3 x[i]) / 4
+    and 2i+1 = (3 x[i] + x[i+1]) / 4 with zeros beyond the border, exactly the zero-insert-then-filter
+    result, without the zero-inserted padded copy (2.2x faster forward+backward on the 96-channel skip output).
+    """
+    C = x.shape[1]
+    k = x.new_tensor([1.0, 3.0, 3.0, 1.0]) / 4
+    kernel = (k[:, None] * k[None, :]).expand(C, 1, 4, 4)  # [C, 1, 4, 4]
+    return torch.nn.functional.conv_transpose2d(x, kernel, stride=2, padding=1, groups=C)
 
 
 class SynthesisBlock(torch.nn.Module):
@@ -193,7 +271,6 @@ class SynthesisBlock(torch.nn.Module):
             )
         self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, 1, use_noise, conv_clamp)
         self.to_planes = ToPlanesLayer(out_channels, out_planes, w_dim, conv_clamp)
-        self.register_buffer('resample_filter', upfirdn2d.setup_filter([1, 3, 3, 1]))
         self.num_conv = 1 if self.is_first else 2
 
     def forward(self, x, img, ws, noise_mode='random'):
@@ -204,7 +281,7 @@ class SynthesisBlock(torch.nn.Module):
             x = self.conv0(x, ws[:, 0], noise_mode)
         x = self.conv1(x, ws[:, self.num_conv - 1], noise_mode)
         y = self.to_planes(x, ws[:, self.num_conv])
-        img = y if img is None else upfirdn2d.upsample2d(img, self.resample_filter).add_(y)
+        img = y if img is None else upsample2x(img).add_(y)
         return x, img
 
 
@@ -260,27 +337,32 @@ class TriPlaneSynthesis(torch.nn.Module):
             block_ws = ws[:, w_idx : w_idx + block.num_conv + 1]
             w_idx += block.num_conv
             if self._checkpointed(block):
-                x, img = self._run_checkpointed(block, x, img, block_ws, noise_mode)
+                keep_x = block is not self.blocks[-1]  # the last block's features are not needed
+                x, img = self._run_checkpointed(block, x, img, block_ws, noise_mode, keep_x)
             else:
                 x, img = block(x, img, block_ws, noise_mode)
         return img.reshape(N, 3, self.plane_channels, self.plane_resolution, self.plane_resolution)
 
     def _checkpointed(self, block) -> bool:
-        return (
-            self.checkpoint_res is not None
-            and block.resolution >= self.checkpoint_res
-            and torch.is_grad_enabled()
-        )
+        if self.checkpoint_res is None or block.is_first or not torch.is_grad_enabled():
+            return False
+        return block.resolution >= self.checkpoint_res
 
-    def _run_checkpointed(self, block, x, img, ws, noise_mode):
-        outputs = []
-        for i in range(0, ws.shape[0], self.checkpoint_batch):
+    def _run_checkpointed(self, block, x, img, ws, noise_mode, keep_x: bool = True):
+        """Run `block` on slices of the batch, each recomputed in backward; outputs are written into
+        preallocated tensors so that no second full-size copy (a concatenation) is ever made."""
+        N = ws.shape[0]
+        x_out = img_out = None
+        for i in range(0, N, self.checkpoint_batch):
             part = slice(i, i + self.checkpoint_batch)
-            outputs.append(
-                torch.utils.checkpoint.checkpoint(
-                    block, x[part], img[part], ws[part], noise_mode, use_reentrant=False
-                )
+            x_part, img_part = torch.utils.checkpoint.checkpoint(
+                block, x[part], img[part], ws[part], noise_mode, use_reentrant=False
             )
-        x = torch.cat([o[0] for o in outputs]) if len(outputs) > 1 else outputs[0][0]
-        img = torch.cat([o[1] for o in outputs]) if len(outputs) > 1 else outputs[0][1]
-        return x, img
+            if img_out is None:
+                img_out = img_part.new_empty(N, *img_part.shape[1:])
+                x_out = x_part.new_empty(N, *x_part.shape[1:]) if keep_x else None
+            img_out[part] = img_part
+            if keep_x:
+                x_out[part] = x_part
+            del x_part, img_part
+        return x_out, img_out

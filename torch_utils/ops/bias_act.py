@@ -6,6 +6,7 @@ it cannot be built or the tensor is not on a GPU).
 """
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -105,13 +106,70 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
     return _bias_act_ref(x, b, dim % x.ndim, act, alpha, gain, clamp)
 
 
+# The CUDA twin's build recipe (also used by `python -m torch_utils.custom_ops bias_act`).
+PLUGIN = dict(
+    module_name='bias_act_plugin',
+    sources=['bias_act.cpp', 'bias_act.cu'],
+    headers=['bias_act.h'],
+    source_dir=os.path.dirname(os.path.abspath(__file__)),
+)
+
+
+def _plugin():
+    return custom_ops.get_plugin_or_none('bias_act', **PLUGIN)
+
+
 def _cuda_impl(x):
     """The CUDA twin's entry point, or None (after one warning per reason) when it cannot run."""
-    if x.device.type != 'cuda':
-        custom_ops.warn_fallback_once('bias_act', 'the input is not on a CUDA device')
-        return None
-    custom_ops.warn_fallback_once('bias_act', 'the CUDA twin is not part of this build')
-    return None
+    return _bias_act_cuda if custom_ops.load_cuda_twin('bias_act', x, PLUGIN) is not None else None
+
+
+def _bias_act_cuda(x, b, dim, act, alpha, gain, clamp):
+    return _BiasActCuda.apply(x, b, (dim, act, alpha, gain, clamp))
+
+
+class _BiasActCuda(torch.autograd.Function):
+    """Forward and first backward run the kernels; a backward that builds a graph (create_graph=True,
+    e.g. R1) differentiates the `ref` formula instead, so derivatives of every order exist."""
+
+    @staticmethod
+    def forward(ctx, x, b, params):
+        dim, act, alpha, gain, clamp = params
+        x_c = x.contiguous()
+        b_c = b.to(x.dtype).contiguous() if b is not None else x.new_empty([0])
+        ctx.save_for_backward(x, b)
+        ctx.params = params
+        return _plugin().forward(x_c, b_c, dim, activation_funcs[act].cuda_idx, alpha, gain, clamp)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, b = ctx.saved_tensors
+        dim, act, alpha, gain, clamp = ctx.params
+        if torch.is_grad_enabled():
+            return (*_ref_grads(x, b, dy, ctx.params, ctx.needs_input_grad), None)
+        b_c = b.to(x.dtype).contiguous() if b is not None else x.new_empty([0])
+        dx = _plugin().backward(dy.contiguous(), x.contiguous(), b_c, dim, activation_funcs[act].cuda_idx, alpha,
+                                gain, clamp)  # fmt: skip
+        db = None
+        if b is not None and ctx.needs_input_grad[1]:
+            db = dx.sum([i for i in range(dx.ndim) if i != dim]).to(b.dtype)
+        return (dx if ctx.needs_input_grad[0] else None), db, None
+
+
+def _ref_grads(x, b, dy, params, needs):
+    """(dx, db) as differentiable functions of x, b and dy, from the `ref` formula."""
+    with torch.enable_grad():
+        x_ = x if x.requires_grad else x.detach().requires_grad_()
+        inputs = [x_]
+        b_ = None
+        if b is not None:
+            b_ = b if b.requires_grad else b.detach().requires_grad_()
+            inputs.append(b_)
+        y = _bias_act_ref(x_, b_, *params)
+        grads = torch.autograd.grad(y, inputs, dy, create_graph=True)
+    dx = grads[0] if needs[0] else None
+    db = grads[1] if b is not None and needs[1] else None
+    return dx, db
 
 
 def _bias_act_ref(x, b, dim, act, alpha, gain, clamp):

@@ -10,6 +10,8 @@ Output size: (H * up + pad_y0 + pad_y1 - filter_h) // down + 1 (likewise for W).
 `impl='ref'` (default) is pure PyTorch and the specification; `impl='cuda'` is the opt-in twin.
 """
 
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -142,13 +144,72 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='re
     return _upfirdn2d_ref(x, f, (upx, upy), (downx, downy), pad, flip_filter, gain)
 
 
+# The CUDA twin's build recipe (also used by `python -m torch_utils.custom_ops upfirdn2d`).
+PLUGIN = dict(
+    module_name='upfirdn2d_plugin',
+    sources=['upfirdn2d.cpp', 'upfirdn2d.cu'],
+    headers=['upfirdn2d.h'],
+    source_dir=os.path.dirname(os.path.abspath(__file__)),
+)
+
+
+def _plugin():
+    return custom_ops.get_plugin_or_none('upfirdn2d', **PLUGIN)
+
+
 def _cuda_impl(x):
     """The CUDA twin's entry point, or None (after one warning per reason) when it cannot run."""
-    if x.device.type != 'cuda':
-        custom_ops.warn_fallback_once('upfirdn2d', 'the input is not on a CUDA device')
-        return None
-    custom_ops.warn_fallback_once('upfirdn2d', 'the CUDA twin is not part of this build')
-    return None
+    return _upfirdn2d_cuda if custom_ops.load_cuda_twin('upfirdn2d', x, PLUGIN) is not None else None
+
+
+def _upfirdn2d_cuda(x, f, up, down, pad, flip_filter, gain):
+    return _UpFirDn2dCuda.apply(x, f, (up, down, pad, flip_filter, gain))
+
+
+def grad_params(in_size, out_size, f_size, up, down, pad, flip_filter):
+    """upfirdn2d's adjoint is another upfirdn2d: d(out)/d(x)^T = upfirdn2d(dy, f, up=down, down=up, padding=
+    these, flip_filter=not flip_filter) with the same gain. Sizes are (w, h); returns (up, down, pad, flip)."""
+    (in_w, in_h), (out_w, out_h), (fw, fh) = in_size, out_size, f_size
+    (upx, upy), (downx, downy), (px0, _, py0, _) = up, down, pad
+    # Zero-insert dy by `down`, fully convolve (pad f - 1) minus the forward's leading pad, crop to H * up.
+    grad_pad = (
+        fw - 1 - px0,
+        in_w * upx + px0 - out_w * downx,
+        fh - 1 - py0,
+        in_h * upy + py0 - out_h * downy,
+    )
+    return (downx, downy), (upx, upy), grad_pad, not flip_filter
+
+
+class _UpFirDn2dCuda(torch.autograd.Function):
+    """The kernel forward; the backward is the kernel again (its adjoint), so it is differentiable to any order."""
+
+    @staticmethod
+    def forward(ctx, x, f, params):
+        up, down, pad, flip_filter, gain = params
+        fk = f.to(device=x.device, dtype=torch.float32) * (gain ** (f.ndim / 2))
+        if fk.ndim == 1:
+            fk = fk.outer(fk)  # [fh, fw]
+        if not flip_filter:
+            fk = fk.flip([0, 1])  # The kernel correlates.
+        y = _plugin().upfirdn2d(x, fk, *up, *down, *pad)
+        ctx.save_for_backward(f)
+        ctx.params = params
+        ctx.sizes = (x.shape[3], x.shape[2]), (y.shape[3], y.shape[2])
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (f,) = ctx.saved_tensors
+        up, down, pad, flip_filter, gain = ctx.params
+        in_size, out_size = ctx.sizes
+        g_up, g_down, g_pad, g_flip = grad_params(
+            in_size, out_size, _get_filter_size(f), up, down, pad, flip_filter
+        )
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = _UpFirDn2dCuda.apply(dy, f, (g_up, g_down, g_pad, g_flip, gain))
+        return dx, None, None
 
 
 def _upfirdn2d_ref(x, f, up, down, pad, flip_filter, gain):

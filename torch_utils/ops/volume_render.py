@@ -10,9 +10,12 @@ An infinitely long last interval is passed as a large finite delta (see `INFINIT
 would turn sigma = 0 into NaN.
 """
 
-import torch
+import os
 
-from torch_utils import misc
+import torch
+from torch.autograd.function import once_differentiable
+
+from torch_utils import custom_ops, misc
 
 INFINITE_DELTA = 1e10  # interval length standing for "to infinity"
 
@@ -29,12 +32,10 @@ def composite(
     misc.assert_shape(sigmas, [*colors.shape[:-1]])
     misc.assert_shape(deltas, [*colors.shape[:-2], S])
     misc.assert_shape(t, [*colors.shape[:-2], S])
-    if impl == 'cuda':
-        from torch_utils.ops import volume_render_cuda  # noqa: PLC0415 (imported on demand only)
-
-        return volume_render_cuda.composite(colors, sigmas, deltas, t)
-    if impl != 'ref':
+    if impl not in ('ref', 'cuda'):
         raise ValueError(f"volume_render.composite: impl must be 'ref' or 'cuda', got {impl!r}")
+    if impl == 'cuda' and _plugin(colors) is not None:
+        return _CompositeCuda.apply(colors, sigmas, deltas, t)
     return _composite_ref(colors, sigmas, deltas, t)
 
 
@@ -49,3 +50,56 @@ def _composite_ref(colors, sigmas, deltas, t):
     depth_sum = (weights * t).sum(dim=-1)
     opacity = weights.sum(dim=-1)
     return color, depth_sum, opacity, weights
+
+
+# ----------------------------------------------------------------------------
+# The CUDA twin (opt-in; compile-checked only until verified on a GPU, see ../shared/CUDA.md).
+
+PLUGIN = dict(
+    module_name='volume_render_plugin',
+    sources=['volume_render.cpp', 'volume_render.cu'],
+    headers=['volume_render.h'],
+    source_dir=os.path.dirname(os.path.abspath(__file__)),
+)
+
+
+def _plugin(x: torch.Tensor):
+    """The built extension, or None (after one warning per reason) when the twin cannot run on x."""
+    return custom_ops.load_cuda_twin('volume_render', x, PLUGIN)
+
+
+class _CompositeCuda(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, colors, sigmas, deltas, t):
+        *lead, S, C = colors.shape
+        flat = [v.reshape(-1, S).contiguous() for v in (sigmas, deltas, t)]  # [R, S]
+        colors_flat = colors.reshape(-1, S, C).contiguous()  # [R, S, C]
+        color, depth_sum, opacity, weights = _plugin(colors).forward(colors_flat, *flat)
+        ctx.save_for_backward(colors_flat, *flat, weights)
+        ctx.lead = lead
+        return (
+            color.reshape(*lead, C),
+            depth_sum.reshape(lead),
+            opacity.reshape(lead),
+            weights.reshape(*lead, S),
+        )
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_color, g_depth, g_opacity, g_weights):
+        colors, sigmas, deltas, t, weights = ctx.saved_tensors
+        R, S, C = colors.shape
+        grads = [g_color, g_depth, g_opacity, g_weights]
+        shapes = [(R, C), (R,), (R,), (R, S)]
+        grads = [torch.zeros(s, dtype=colors.dtype, device=colors.device) if g is None else g.reshape(s).contiguous()
+                 for g, s in zip(grads, shapes)]  # fmt: skip
+        d_colors, d_sigmas, d_deltas, d_t = _plugin(colors).backward(
+            colors, sigmas, deltas, t, weights, *grads
+        )
+        lead = ctx.lead
+        return (
+            d_colors.reshape(*lead, S, C),
+            d_sigmas.reshape(*lead, S),
+            d_deltas.reshape(*lead, S),
+            d_t.reshape(*lead, S),
+        )
