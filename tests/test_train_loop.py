@@ -9,8 +9,15 @@ from click.testing import CliRunner
 from test_train_fixtures import cli_args, make_tiny_setup
 
 import train
+from metrics import metric_main
 from torch_utils import checkpoint
 from training import run_dir
+
+
+@metric_main.register_metric
+def train_test_weight_sum(opts):
+    """A cheap stand-in metric (no feature network): the sum of G_ema's weights, which training changes."""
+    return dict(train_test_weight_sum=float(sum(p.double().sum() for p in opts.G.parameters())))
 
 
 def _train(setup, *extra):
@@ -25,7 +32,7 @@ def _stats(run):
 
 def test_tiny_run_writes_snapshot_stats_events_and_grids(tmp_path):
     setup = make_tiny_setup(tmp_path)
-    result = _train(setup)
+    result = _train(setup, '--metrics', 'train_test_weight_sum')
     assert result.exit_code == 0, result.output
     [run] = run_dir.list_runs(setup['outdir'])
     files = os.listdir(run)
@@ -44,6 +51,10 @@ def test_tiny_run_writes_snapshot_stats_events_and_grids(tmp_path):
     assert set(data['modules']) == {'G', 'D', 'G_ema', 'augment_pipe'}
     G_ema = checkpoint.load_network(snapshots[-1])
     assert G_ema.img_resolution == 16 and not G_ema.training
+    # In-training metrics: one line per snapshot in metric-<name>.jsonl, the best value kept in the snapshot.
+    with open(os.path.join(run, 'metric-train_test_weight_sum.jsonl')) as f:
+        values = [json.loads(line)['results']['train_test_weight_sum'] for line in f]
+    assert len(values) == 2 and data['best_metric']['value'] == min(values)
 
 
 def _tensors(data):

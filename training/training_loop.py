@@ -146,7 +146,7 @@ def maybe_evaluate(s, snapshot_path: str | None) -> None:
     for i, metric in enumerate(s.c.metrics):
         result = metric_main.calc_metric(
             metric=metric, G=s.G_ema, dataset_kwargs=s.c.dataset_kwargs, num_gpus=s.world_size,
-            rank=s.rank, device=s.device,
+            rank=s.rank, device=s.device, camera_prior_kwargs=s.c.camera_prior_kwargs,
         )  # fmt: skip
         if s.rank == 0:
             metric_main.report_metric(result, run_dir=s.c.run_dir, snapshot_path=snapshot_path)
@@ -176,11 +176,11 @@ def end_tick(s, tick_time: float, final: bool) -> None:
     if final or tick % s.c.snap == 0:
         if s.world_size > 1:
             train_step.check_consistency(s)  # raises if any rank drifted
-        path = snapshots.save_snapshot(s)
-        if path:
-            s.log.print(f'Saved {path}')
+        path = os.path.join(s.c.run_dir, run_dir.snapshot_name(s.progress.cur_nimg))
         with preserved_rng():
-            maybe_evaluate(s, path)
+            maybe_evaluate(s, path)  # before saving, so the snapshot holds the best metric so far
+        if snapshots.save_snapshot(s):
+            s.log.print(f'Saved {path}')
     if s.rank == 0:
         train_logging.write_stats(s, stats, scales)
 
