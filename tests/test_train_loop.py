@@ -82,6 +82,8 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert _train(full).exit_code == 0
     part = make_tiny_setup(tmp_path / 'b', kimg=0.048)
     assert _train(part, '--kimg', '0.016').exit_code == 0  # stops after 4 steps
+    changed = _train(part, '--kimg', '0.048', '--gamma', '0.5', '--resume', 'latest')
+    assert changed.exit_code == 1 and 'option "gamma" is 0.5 here but 0.05 in' in changed.output
     result = _train(part, '--kimg', '0.048', '--resume', 'latest')
     assert result.exit_code == 0, result.output
     [run_a], [run_b] = run_dir.list_runs(full['outdir']), run_dir.list_runs(part['outdir'])
