@@ -9,7 +9,6 @@ import PIL.Image
 import torch
 
 from torch_utils import misc, training_stats
-from training import patches
 
 
 def cpu_memory_gb() -> float:
@@ -159,7 +158,3 @@ def save_reals(s, dataset) -> None:
     arr = save_image_grid(images, os.path.join(s.c.run_dir, 'reals.png'), cols=s.c.grid_cameras)
     if s.writer is not None:
         s.writer.add_image('Images/reals', arr, global_step=0, dataformats='HWC')
-
-
-def full_patch(n: int, device) -> torch.Tensor:
-    return patches.full_image_patch_params(n, device=device)
