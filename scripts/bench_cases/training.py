@@ -94,7 +94,7 @@ def time_step(s, repeats: int) -> dict:
 def _case(preset: str, batch: int | None, default_repeats: int):
     def case(args):
         device = torch.device(getattr(args, 'device', None) or 'cpu')
-        repeats = getattr(args, 'repeats', None) or default_repeats
+        repeats = getattr(args, 'repeat', None) or default_repeats
         torch.manual_seed(0)
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(device)
