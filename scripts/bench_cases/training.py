@@ -101,8 +101,7 @@ def _case(preset: str, batch: int | None, default_repeats: int):
         s = build_state(preset, device, batch)
         result = time_step(s, repeats)
         return dict(
-            preset=preset, batch=s.c.batch, device=str(device), threads=torch.get_num_threads(),
-            peak_memory_gb=_peak_memory_gb(device), **result,
+            preset=preset, batch=s.c.batch, peak_memory_gb=_peak_memory_gb(device), **result,
         )  # fmt: skip
 
     return case
