@@ -51,6 +51,15 @@ def test_tiny_run_writes_snapshot_stats_events_and_grids(tmp_path):
     assert set(data['modules']) == {'G', 'D', 'G_ema', 'augment_pipe'}
     G_ema = checkpoint.load_network(snapshots[-1])
     assert G_ema.img_resolution == 16 and not G_ema.training
+    # The snapshot feeds the export tool as is (the run's camera settings travel in training_options).
+    import gen_samples
+
+    exported = CliRunner().invoke(
+        gen_samples.main,
+        ['images', '--network', snapshots[-1], '--seeds', '0-1', '--outdir', str(tmp_path / 'x')],
+    )
+    assert exported.exit_code == 0, exported.output
+    assert any(f.endswith('.png') for f in os.listdir(tmp_path / 'x'))
     # In-training metrics: one line per snapshot in metric-<name>.jsonl, the best value kept in the snapshot.
     with open(os.path.join(run, 'metric-train_test_weight_sum.jsonl')) as f:
         values = [json.loads(line)['results']['train_test_weight_sum'] for line in f]
