@@ -29,7 +29,7 @@ def _flags(**kw) -> dict:
 # Training length, batch, regularization.
 @click.option('--batch', help='Total batch size  [preset: 64]', type=click.IntRange(min=1))
 @click.option('--batch-gpu', 'batch_gpu', help='Batch per process and round  [default: batch/gpus]', type=click.IntRange(min=1))
-@click.option('--gamma', help='R1 weight  [preset: 0.05]', type=click.FloatRange(min=0))
+@click.option('--gamma', help="R1 weight, a number >= 0 or 'auto' (0.0002*R^2/batch)  [preset: 0.05]", metavar='FLOAT|auto')
 @click.option('--kimg', help='Length in thousands of real images  [preset: 25000]', type=click.FloatRange(min=0, min_open=True))
 @click.option('--tick', help='Progress line every this many kimg  [preset: 4]', type=click.FloatRange(min=0, min_open=True))
 @click.option('--snap', help='Snapshot every this many ticks  [preset: 50]', type=click.IntRange(min=1))
@@ -61,8 +61,10 @@ def _flags(**kw) -> dict:
 # fmt: on
 def main(outdir, cfg, data, gpus, resume, seed, desc, dry_run, metrics, **kw):
     """Train a tri-plane NeRF GAN on r x r patches of random scale (EpiGRAF)."""
-    flags = _flags(metrics=config.parse_metrics(metrics), **kw)
     try:
+        if kw['gamma'] is not None:
+            kw['gamma'] = config.parse_gamma(kw['gamma'])
+        flags = _flags(metrics=config.parse_metrics(metrics), **kw)
         c = launch.resolve_training_options(
             outdir=outdir, cfg=cfg, data=data, gpus=gpus, resume=resume, seed=seed, desc=desc, flags=flags
         )

@@ -73,3 +73,22 @@ def test_parse_metrics():
     assert config.parse_metrics(None) is None
     assert config.parse_metrics('none') == []
     assert config.parse_metrics('fid50k_full, kid50k_full') == ['fid50k_full', 'kid50k_full']
+
+
+def test_gamma_auto_in_a_preset_and_bad_gamma_values(tmp_path):
+    path = tmp_path / 'auto.yaml'
+    path.write_text('dataset: demo\ngamma: auto\n')
+    opts = config.resolve(config.load_preset(str(path)), {})
+    config.validate(opts, num_gpus=1, source=str(path))
+    assert opts.gamma == 'auto'
+    assert (
+        config.parse_gamma('0.1') == 0.1
+        and config.parse_gamma(0) == 0
+        and config.parse_gamma(' Auto ') == 'auto'
+    )
+    for bad in ('often', -1.0, True, [0.1], float('nan')):
+        with pytest.raises(config.ConfigError, match=r"gamma must be a number >= 0 or 'auto'") as info:
+            config.validate(
+                config.resolve({'dataset': 'demo', 'gamma': bad}, {}), num_gpus=1, source='p.yaml'
+            )
+        assert '\n' not in str(info.value) and 'p.yaml' in str(info.value)

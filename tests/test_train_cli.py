@@ -41,6 +41,13 @@ def test_dry_run_resolves_preset_and_flags_win(setup):
     assert not os.path.exists(setup['outdir'])  # a dry run writes nothing
 
 
+def test_gamma_auto_resolves_to_the_heuristic(setup):
+    c = _dry_run(setup, '--gamma', 'auto')  # 16x16 images, batch 4: 0.0002 * 16^2 / 4
+    assert c['gamma'] == 'auto' and c['loss_kwargs']['r1_gamma'] == pytest.approx(0.0002 * 16**2 / 4)
+    c = _dry_run(setup, '--gamma', '0')
+    assert c['gamma'] == 0 and c['loss_kwargs']['r1_gamma'] == 0
+
+
 def test_shipped_demo_preset_dry_run(setup):
     # The demo preset against a dataset of the wrong resolution: one line naming both numbers.
     result = _invoke('--outdir', setup['outdir'], '--cfg', 'demo', '--data', setup['data'], '--dry-run')
@@ -57,6 +64,8 @@ def test_shipped_demo_preset_dry_run(setup):
         (['--batch-gpu', '3'], '--batch-gpu 3 must divide the per-process batch 4'),
         (['--resume', 'latest'], '--resume latest: no run with a snapshot'),
         (['--metrics', 'fid50k_full,fid1M'], '--metrics: unknown metric "fid1M"'),
+        (['--gamma', 'sometimes'], "--gamma: gamma must be a number >= 0 or 'auto', got 'sometimes'"),
+        (['--gamma', '-1'], "--gamma: gamma must be a number >= 0 or 'auto', got -1.0"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(setup, extra, message):

@@ -25,7 +25,7 @@ DEFAULTS = dict(
     dataset=None,  # Name of configs/datasets/<name>.yaml (camera prior, bounds, resolution).
     batch=64,  # Total batch size over all processes (paper: 64).
     batch_gpu=None,  # Batch per process and accumulation round; None = batch // gpus.
-    gamma=0.05,  # R1 weight (paper: 0.05).
+    gamma=0.05,  # R1 weight (paper: 0.05); 'auto' = 0.0002 * R^2 / batch (StyleGAN2-ADA's heuristic).
     kimg=25000,  # Training length in thousands of real images shown to D (paper: 25M).
     tick=4,  # Progress line / stats every this many kimg.
     snap=50,  # Snapshot, image grid and metrics every this many ticks.
@@ -135,8 +135,7 @@ def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> N
     for key, choices in CHOICES.items():
         if opts[key] not in choices:
             raise ConfigError(f'{source}: {key} must be one of {", ".join(choices)}, got {opts[key]!r}')
-    if opts.gamma < 0:
-        raise ConfigError(f'--gamma must be >= 0, got {opts.gamma}')
+    opts.gamma = parse_gamma(opts.gamma, source)
     if not 0 <= opts.target <= 1 or not 0 <= opts.p <= 1:
         raise ConfigError(f'--target and p must lie in [0, 1], got target={opts.target}, p={opts.p}')
     if opts.batch % num_gpus != 0:
@@ -156,6 +155,21 @@ def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> N
             raise ConfigError(f'{source}: {key} must be a mapping, got {opts[key]!r}')
     if not isinstance(opts.metrics, list):
         raise ConfigError(f'{source}: metrics must be a list of names, got {opts.metrics!r}')
+
+
+def parse_gamma(value, source: str = '--gamma'):
+    """A number >= 0 or 'auto' (from a flag's text or a preset's value); anything else is a ConfigError."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == 'auto':
+            return 'auto'
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"{source}: gamma must be a number >= 0 or 'auto', got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ConfigError(f"{source}: gamma must be a number >= 0 or 'auto', got {value!r}")
+    return value
 
 
 def parse_metrics(text: str | None) -> list[str] | None:

@@ -104,7 +104,7 @@ def model_kwargs(opts, dp: dict, batch_gpu: int, source: str) -> dnnlib.EasyDict
     c.G_kwargs = _generator_kwargs(opts, dp, source)
     c.D_kwargs = _discriminator_kwargs(opts, R, source)
     c.sampler_kwargs = _sampler_kwargs(opts, R, c.D_kwargs, batch_gpu)
-    c.loss_kwargs = _loss_kwargs(opts, source)
+    c.loss_kwargs = _loss_kwargs(opts, R, source)
     c.augment_kwargs = None
     if opts.aug != 'noaug':
         check_kwargs(AUGMENT_CLASS, opts.augment_kwargs, f'{source}: augment_kwargs')
@@ -176,8 +176,12 @@ def _discriminator_kwargs(opts, R: int, source: str) -> dict:
     return kw
 
 
-def _loss_kwargs(opts, source: str) -> dict:
+def _loss_kwargs(opts, R: int, source: str) -> dict:
+    """gamma 'auto' is resolved here (R = full image size, the total batch), so the number is in the options."""
     check_kwargs(
         LOSS_CLASS, opts.loss_kwargs, f'{source}: loss_kwargs', skip=('device', 'G', 'D', 'augment_pipe')
     )
-    return dict(class_name=LOSS_CLASS, r1_gamma=opts.gamma, **opts.loss_kwargs)
+    from training.loss import resolve_r1_gamma
+
+    r1_gamma = resolve_r1_gamma(opts.gamma, R, opts.batch)
+    return dict(class_name=LOSS_CLASS, r1_gamma=r1_gamma, **opts.loss_kwargs)

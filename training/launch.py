@@ -23,7 +23,8 @@ def torchrun_world_size() -> int | None:
 
 def _default_desc(cfg: str, opts, num_gpus: int, desc: str | None) -> str:
     name = os.path.splitext(os.path.basename(cfg))[0]
-    text = f'{name}-gpus{num_gpus}-batch{opts.batch}-gamma{opts.gamma:g}'
+    gamma = opts.gamma if isinstance(opts.gamma, str) else f'{opts.gamma:g}'
+    text = f'{name}-gpus{num_gpus}-batch{opts.batch}-gamma{gamma}'
     return f'{text}-{desc}' if desc else text
 
 
