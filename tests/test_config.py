@@ -60,6 +60,8 @@ def test_missing_preset_and_bad_yaml(tmp_path):
         (dict(aug='sometimes'), 1, 'aug must be one of ada, noaug, fixed'),
         (dict(glr=-1.0), 1, 'glr must be a positive number'),
         (dict(target=1.5), 1, 'must lie in'),
+        (dict(hyper_mod_mode='both'), 1, 'hyper_mod_mode must be one of output, input'),
+        (dict(blur_sigma=-1.0), 1, 'blur_sigma must be a number >= 0'),
     ],
 )
 def test_validation_errors_are_one_line(flags, gpus, message):

@@ -48,6 +48,26 @@ def test_gamma_auto_resolves_to_the_heuristic(setup):
     assert c['gamma'] == 0 and c['loss_kwargs']['r1_gamma'] == 0
 
 
+def test_ablation_flags_reach_D_and_the_loss(setup):
+    c = _dry_run(setup)  # defaults: the paper's D (Eq. 2 modulation, no patch conditioning) and no blur
+    assert (c['D_kwargs']['hyper_mod_mode'], c['D_kwargs']['patch_cond']) == ('output', False)
+    assert c['loss_kwargs']['blur_init_sigma'] == 0.0
+    c = _dry_run(setup, '--hyper-mod-mode', 'input', '--patch-cond', '--blur-sigma', '10')
+    assert (c['hyper_mod_mode'], c['patch_cond'], c['blur_sigma']) == ('input', True, 10.0)
+    assert (c['D_kwargs']['hyper_mod_mode'], c['D_kwargs']['patch_cond']) == ('input', True)
+    assert c['loss_kwargs']['blur_init_sigma'] == 10.0
+
+
+def test_ablation_flags_override_the_preset(tmp_path):
+    setup = make_tiny_setup(tmp_path, hyper_mod_mode='input', patch_cond=True, blur_sigma=2.0)
+    c = _dry_run(setup)
+    assert (c['D_kwargs']['hyper_mod_mode'], c['D_kwargs']['patch_cond']) == ('input', True)
+    assert c['loss_kwargs']['blur_init_sigma'] == 2.0
+    c = _dry_run(setup, '--hyper-mod-mode', 'output', '--no-patch-cond', '--blur-sigma', '0')
+    assert (c['D_kwargs']['hyper_mod_mode'], c['D_kwargs']['patch_cond']) == ('output', False)
+    assert c['loss_kwargs']['blur_init_sigma'] == 0.0
+
+
 def test_shipped_demo_preset_dry_run(setup):
     # The demo preset against a dataset of the wrong resolution: one line naming both numbers.
     result = _invoke('--outdir', setup['outdir'], '--cfg', 'demo', '--data', setup['data'], '--dry-run')
@@ -80,6 +100,13 @@ def test_missing_dataset_and_unknown_preset(setup, tmp_path):
     assert result.exit_code == 1 and 'no such file or folder' in result.output
     result = _invoke('--outdir', setup['outdir'], '--cfg', 'ffhq1024', '--data', setup['data'])
     assert result.exit_code == 1 and 'no preset "ffhq1024"' in result.output
+
+
+def test_kwargs_with_their_own_option_are_an_error(tmp_path):
+    setup = make_tiny_setup(tmp_path, loss_kwargs=dict(blur_init_sigma=3.0))
+    result = _invoke(*cli_args(setup, '--dry-run'))
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert 'loss_kwargs.blur_init_sigma has its own option; set "blur_sigma" instead' in result.output
 
 
 def test_unknown_model_kwarg_is_an_error(tmp_path):

@@ -50,6 +50,10 @@ DEFAULTS = dict(
     beta_end=0.8,  # Final beta(T) of the Beta(1, beta(t)) scale distribution (Eq. 5).
     anneal_kimg=10000,  # Annealing length T of the scale schedule in kimg.
     hyper_mod=True,  # Hypernetwork modulation of D's filters by (s, dx, dy) (Eq. 2, 7).
+    hyper_mod_mode='output',  # output: sigma scales each conv's outputs (Eq. 2) | input: the public code's form.
+    patch_cond=False,  # Also feed (s, dx, dy) to D's projection conditioning (ablation; paper: off).
+    blur_sigma=0.0,  # Initial blur std (patch pixels) of real and fake patches, faded out over the loss's
+    # blur_fade_kimg. 0 = none: the paper's setup, inherited from StyleGAN2-ADA, has no blur.
     triplane_res=512,  # Tri-plane resolution Rp.
     ray_steps=48,  # Coarse samples per ray (as many fine samples again, hierarchically).
     bg=False,  # NeRF++ background model.
@@ -65,7 +69,11 @@ DEFAULTS = dict(
     sampler_kwargs={},  # Extra patch-sampler kwargs.
 )
 
-CHOICES = dict(aug=('ada', 'noaug', 'fixed'), patch_dist=('beta', 'uniform', 'discrete'))
+CHOICES = dict(
+    aug=('ada', 'noaug', 'fixed'),
+    patch_dist=('beta', 'uniform', 'discrete'),
+    hyper_mod_mode=('output', 'input'),
+)
 
 
 def list_presets() -> list[str]:
@@ -130,6 +138,12 @@ def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> N
     )
     _check_positive(opts, ['ray_steps', 'glr', 'dlr', 'r1_interval', 'ada_interval', 'ada_kimg'], source)
     _check_positive(opts, ['anneal_kimg', 'ema_kimg', 'grid_seeds', 'grid_cameras'], source)
+    if (
+        not isinstance(opts.blur_sigma, (int, float))
+        or isinstance(opts.blur_sigma, bool)
+        or opts.blur_sigma < 0
+    ):
+        raise ConfigError(f'{source}: blur_sigma must be a number >= 0, got {opts.blur_sigma!r}')
     if opts.density_noise_std < 0 or opts.density_noise_kimg < 0:
         raise ConfigError(f'{source}: density_noise_std and density_noise_kimg must be >= 0')
     for key, choices in CHOICES.items():

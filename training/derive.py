@@ -164,11 +164,28 @@ def _generator_kwargs(opts, dp: dict, source: str) -> dict:
     return kw
 
 
+# Constructor kwargs that have their own option (and flag): set them there, so that a flag can override them.
+OWN_OPTION = dict(
+    D_kwargs=dict(hyper_mod='hyper_mod', hyper_mod_mode='hyper_mod_mode', patch_cond='patch_cond',
+                  camera_cond='camera_cond', img_resolution='dataset', patch_resolution='patch_res'),
+    loss_kwargs=dict(r1_gamma='gamma', blur_init_sigma='blur_sigma', batch_size='batch'),
+)  # fmt: skip
+
+
+def _check_own_options(opts, key: str, source: str) -> None:
+    for name, option in OWN_OPTION[key].items():
+        if name in opts[key]:
+            raise config.ConfigError(
+                f'{source}: {key}.{name} has its own option; set "{option}" instead (flags can then override it)'
+            )
+
+
 def _discriminator_kwargs(opts, R: int, source: str) -> dict:
     check_kwargs(D_CLASS, opts.D_kwargs, f'{source}: D_kwargs')
+    _check_own_options(opts, 'D_kwargs', source)
     kw = dict(
         class_name=D_CLASS, img_resolution=R, patch_resolution=opts.patch_res, hyper_mod=bool(opts.hyper_mod),
-        camera_cond=bool(opts.camera_cond),
+        hyper_mod_mode=opts.hyper_mod_mode, camera_cond=bool(opts.camera_cond), patch_cond=bool(opts.patch_cond),
     )  # fmt: skip
     if opts.fp32:
         kw.update(num_fp16_res=0)
@@ -181,7 +198,10 @@ def _loss_kwargs(opts, R: int, source: str) -> dict:
     check_kwargs(
         LOSS_CLASS, opts.loss_kwargs, f'{source}: loss_kwargs', skip=('device', 'G', 'D', 'augment_pipe')
     )
+    _check_own_options(opts, 'loss_kwargs', source)
     from training.loss import resolve_r1_gamma
 
     r1_gamma = resolve_r1_gamma(opts.gamma, R, opts.batch)
-    return dict(class_name=LOSS_CLASS, r1_gamma=r1_gamma, **opts.loss_kwargs)
+    return dict(
+        class_name=LOSS_CLASS, r1_gamma=r1_gamma, blur_init_sigma=float(opts.blur_sigma), **opts.loss_kwargs
+    )
