@@ -41,3 +41,48 @@ def test_shipped_preset_resolves_to_the_pinned_options(name):
     opts = config.resolve(config.load_preset(name), {})
     # JSON text, as --dry-run prints it: pins the types too (25000, not 25000.0).
     assert json.dumps(opts, sort_keys=True) == json.dumps(EXPECTED[name], sort_keys=True)
+
+
+def test_paper_presets_hold_only_their_differences():
+    for name in ('ffhq256', 'ffhq512', 'cats256', 'plants256', 'food256'):
+        data = config._read_preset(config._preset_path(name))
+        assert set(data) == {'base', 'dataset', 'camera_cond'}, name
+    assert 'dataset' not in config.load_preset('epigraf')  # a base, not a runnable preset
+
+
+def test_precedence_base_preset_flag_and_kwargs_merge(tmp_path):
+    (tmp_path / 'b.yaml').write_text(
+        'dataset: demo\nbatch: 16\ngamma: 0.5\nD_kwargs: {hyper_dim: 8, cmap_dim: 4}\n'
+    )
+    (tmp_path / 'p.yaml').write_text('base: b.yaml\ngamma: 0.25\nD_kwargs: {cmap_dim: 2}\n')
+    opts = config.resolve(config.load_preset(str(tmp_path / 'p.yaml')), dict(batch=8, glr=None))
+    assert (opts.dataset, opts.gamma, opts.batch) == ('demo', 0.25, 8)  # base < preset < flag
+    assert opts.glr == config.DEFAULTS['glr'] and opts.D_kwargs == dict(hyper_dim=8, cmap_dim=2)
+    assert 'base' not in opts
+    (tmp_path / 'q.yaml').write_text('base: epigraf\ndataset: demo\nkimg: 7\n')  # a shipped base by name
+    opts = config.resolve(config.load_preset(str(tmp_path / 'q.yaml')), {})
+    assert (opts.kimg, opts.batch, opts.triplane_res) == (7, 64, 512)
+
+
+@pytest.mark.parametrize(
+    'files, message',
+    [
+        (
+            {'p.yaml': 'base: b.yaml\n', 'b.yaml': 'dataset: demo\nbatchsize: 3\n'},
+            r'b\.yaml: unknown key "batchsize"',
+        ),
+        ({'p.yaml': 'base: epigraff\n'}, r'p\.yaml: base: no preset "epigraff"'),
+        ({'p.yaml': 'base: [epigraf]\n'}, r'p\.yaml: base must be the name of a preset'),
+        (
+            {'p.yaml': 'base: b.yaml\n', 'b.yaml': 'base: p.yaml\n'},
+            r'b\.yaml: base "p\.yaml" leads back to itself',
+        ),
+        ({'p.yaml': 'bsae: epigraf\n'}, r'p\.yaml: unknown key "bsae" \(did you mean "base"\?\)'),
+    ],
+)
+def test_base_mistakes_are_one_line_errors(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(config.ConfigError, match=message) as info:
+        config.load_preset(str(tmp_path / 'p.yaml'))
+    assert '\n' not in str(info.value)

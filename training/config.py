@@ -1,7 +1,9 @@
 """Training options: defaults (the paper's numbers), YAML presets in configs/, and their validation.
 
-Precedence: DEFAULTS < configs/<preset>.yaml < explicit command-line flags. A preset may set only the
-keys of DEFAULTS; anything else is an error naming the file and the key, never silently ignored.
+Precedence: DEFAULTS < base preset < configs/<preset>.yaml < explicit command-line flags. A preset may set
+only the keys of DEFAULTS, plus `base: <name>` to start from another preset (the paper presets start from
+configs/epigraf.yaml, the numbers they share, and hold only their differences; a `*_kwargs` mapping is
+merged key by key with the base's). Anything else is an error naming the file and the key.
 The dataset's own numbers (resolution, camera prior, radius, fov, ray bounds, cube scale, background,
 mirror default) live once in configs/datasets/<name>.yaml and are referenced by the preset's `dataset`.
 """
@@ -77,6 +79,7 @@ CHOICES = dict(
 
 
 def list_presets() -> list[str]:
+    """Names of configs/*.yaml (epigraf is the shared base of the paper presets, with no dataset)."""
     names = [f[: -len('.yaml')] for f in os.listdir(CONFIG_DIR) if f.endswith('.yaml')]
     return sorted(names)
 
@@ -87,13 +90,47 @@ def _unknown_key_message(source: str, key: str, known) -> str:
     return f'{source}: unknown key "{key}"{hint}'
 
 
-def load_preset(name: str) -> dict:
-    """The keys of configs/<name>.yaml, checked against DEFAULTS. `name` may also be a path to a YAML file."""
-    path = name if name.endswith(('.yaml', '.yml')) else os.path.join(CONFIG_DIR, f'{name}.yaml')
+BASE_KEY = 'base'  # A preset's key naming the preset it starts from (not an option itself).
+
+
+def _preset_path(name: str, relative_to: str | None = None) -> str:
+    """configs/<name>.yaml, or `name` itself if it is a YAML path (relative to `relative_to`'s folder)."""
+    if not name.endswith(('.yaml', '.yml')):
+        return os.path.join(CONFIG_DIR, f'{name}.yaml')
+    if relative_to is not None and not os.path.isabs(name):
+        return os.path.join(os.path.dirname(relative_to), name)
+    return name
+
+
+def load_preset(name: str, _children: tuple = ()) -> dict:
+    """The keys of configs/<name>.yaml merged over those of its `base` preset (if any), checked against
+    DEFAULTS. `name` may also be a path to a YAML file."""
+    path = _preset_path(name, _children[-1] if _children else None)
     if not os.path.isfile(path):
+        where = f'{_children[-1]}: base' if _children else '--cfg'
         raise ConfigError(
-            f'--cfg: no preset "{name}" (looked for {path}); choose one of {", ".join(list_presets())}'
+            f'{where}: no preset "{name}" (looked for {path}); choose one of {", ".join(list_presets())}'
         )
+    if os.path.abspath(path) in _children:
+        raise ConfigError(
+            f'{_children[-1]}: base "{name}" leads back to itself; remove the cycle of "base" keys'
+        )
+    data = _read_preset(path)
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(
+            f'{path}: base must be the name of a preset in configs/ (or a YAML path), got {base!r}'
+        )
+    merged = load_preset(base, _children + (os.path.abspath(path),))
+    for key, value in data.items():
+        both_dicts = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = {**merged[key], **value} if both_dicts else value
+    return merged
+
+
+def _read_preset(path: str) -> dict:
     try:
         with open(path, encoding='utf-8') as f:
             data = yaml.safe_load(f)
@@ -103,8 +140,8 @@ def load_preset(name: str) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f'{path}: a preset must be a mapping of option: value, got {type(data).__name__}')
     for key in data:
-        if key not in DEFAULTS:
-            raise ConfigError(_unknown_key_message(path, key, DEFAULTS))
+        if key not in DEFAULTS and key != BASE_KEY:
+            raise ConfigError(_unknown_key_message(path, key, [*DEFAULTS, BASE_KEY]))
     return data
 
 
