@@ -59,6 +59,25 @@ def test_points_outside_the_box_read_zero_features():
     assert (feats[0, :2, 0] == 0).all() and (feats[0, 2, 0] == 1).all() and (feats[0, :, 1] == 1).all()
 
 
+def test_density_is_zero_outside_the_box_and_the_box_walls_do_not_render():
+    G = _tiny_G(density_shift=5.0, ray_start=2.5, ray_end=5.5)  # dense everywhere the field is defined
+    ws = G.mapping(torch.randn(1, G.z_dim))
+    planes = G.synthesis(ws, noise_mode='const')
+    b = G.scene_bounds
+    outside = torch.tensor([[[1.01 * b, 0.0, 0.0], [0.0, -1.5 * b, 0.0], [2 * b, 2 * b, 2 * b]]])
+    inside = torch.tensor([[[0.0, 0.0, 0.0], [0.99 * b, 0.5 * b, -0.5 * b]]])
+    assert (G.query_points(planes, outside)[1] == 0).all()
+    assert (G.query_points(planes, inside)[1] > 0).all()
+    # A ray that misses the box entirely sees only the background (white: +1).
+    far = cameras.angles_to_camera([0.0], [math.pi / 2], 4.0, fov_deg=60)
+    patch = torch.tensor([[0.05, 0.0, 0.0]])  # the top-left corner: those rays pass beside the box
+    centre = G.render(planes, far, torch.tensor([[0.05, 0.475, 0.475]]), resolution=2)
+    assert (centre.opacity > 0.99).all()  # while rays through the centre hit the dense box
+    out = G.render(planes, far, patch, resolution=2)
+    assert torch.allclose(out.image, torch.ones_like(out.image), atol=1e-3)
+    assert (out.opacity < 1e-3).all()
+
+
 def test_density_noise_schedule():
     assert density_noise_std(0) == 1.0
     assert math.isclose(density_noise_std(2_500_000), 0.5)

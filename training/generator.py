@@ -197,7 +197,12 @@ class Generator(torch.nn.Module):
             else:
                 raws.append(self._decode(planes, chunk))
         raw = torch.cat(raws, dim=1) if len(raws) > 1 else raws[0]  # [N, P, 4]
-        return self.decoder.activate(raw, density_noise_std)
+        rgb, sigma = self.decoder.activate(raw, density_noise_std)
+        # The scene lives in the box the planes cover. Outside it the planes read zero features and the MLP
+        # would still emit a constant density: that fog, with the last interval running to infinity,
+        # paints the box's walls into every image. Density outside the box is therefore zero.
+        inside = (coords.abs() <= 1).all(dim=-1, keepdim=True)  # [N, P, 1]
+        return rgb, sigma * inside
 
     def _decode(self, planes, coords):
         return self.decoder.decode(planes, coords)
