@@ -5,6 +5,13 @@ decode / composite measured by timing those parts separately on the same shapes 
 render minus decode). `synthesis_conv_gflops` is the achieved rate of the synthesis convolutions (useful
 FLOPs of the forward convs / synthesis forward time) and `matmul_gflops` the measured float32 matmul rate of
 the machine with the same threads, so their ratio says how far from the hardware limit the synthesis runs.
+
+Measured 2026-11-25 on the team's 2-core CPU machine, shared with 7 other engineers (load average 0.7-4),
+--repeat 1, so times vary by up to 2x between runs:
+- G_paper_fwdbwd (thp): 72.7 s/step, peak RSS of the step 2905 MB (process peak 4004 MB, reached in the
+  split measurements that follow), 1.9 M minor page faults; split synthesis 35.4 s, decode 10.2 s.
+- G_paper_fwdbwd (default malloc): 57.1 s/step, step peak RSS 3151 MB, 50.8 M minor page faults.
+- G_paper_fwd (thp): 10.2 s; synthesis convs 83 GFLOP/s (forward) vs 172 GFLOP/s float32 matmul (48 %).
 """
 
 import math
