@@ -8,8 +8,14 @@ Examples:
 """
 
 import json
+import os
 
-import click
+# Large transient tensors of the tri-plane synthesis would otherwise be mmapped and unmapped every step;
+# transparent huge pages cut the page faults ~27x at a lower peak (scripts/bench.py --malloc thp). Must be
+# set before torch allocates anything.
+os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')
+
+import click  # noqa: E402
 
 from training import config, launch, run_dir
 
