@@ -1,5 +1,5 @@
 """Framework-free helpers: EasyDict, class construction by name, cached downloads."""
 
-from dnnlib.util import EasyDict, construct_class_by_name, get_cache_dir, get_obj_by_name, open_url
+from dnnlib.util import EasyDict, construct_class_by_name, get_cache_dir, get_obj_by_name, open_url, sha256_of
 
-__all__ = ['EasyDict', 'construct_class_by_name', 'get_cache_dir', 'get_obj_by_name', 'open_url']
+__all__ = ['EasyDict', 'construct_class_by_name', 'get_cache_dir', 'get_obj_by_name', 'open_url', 'sha256_of']

@@ -62,7 +62,8 @@ def get_cache_dir(*subdirs: str) -> str:
     return os.path.join(root, *subdirs)
 
 
-def _sha256_of(path: str) -> str:
+def sha256_of(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(1 << 20), b''):
@@ -120,7 +121,7 @@ def open_url(url: str, cache_dir: str | None = None, sha256: str | None = None, 
 def _check_hash(path: str, sha256: str | None, url: str) -> None:
     if sha256 is None:
         return
-    actual = _sha256_of(path)
+    actual = sha256_of(path)
     if actual != sha256.lower():
         raise OSError(
             f'{path} (for {url}) has sha256 {actual}, expected {sha256}: the file is corrupt or a different '

@@ -12,7 +12,6 @@ so the state_dict converted from the TF graph by the pytorch-fid project loads a
 metrics/README.md for how to obtain it, and for how close the numbers are to the reference).
 """
 
-import hashlib
 import os
 
 import torch
@@ -222,21 +221,13 @@ def _check_state_dict(net: nn.Module, state: dict, source: str) -> dict:
     return {k: v for k, v in state.items() if k in expected}
 
 
-def _sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def resolve_weights_path(spec: str | None = None) -> str:
     """Local path of the weights: `spec` (path or URL), else $PGRF_FEATURE_NET, else the default URL (cached)."""
     spec = spec or os.environ.get(ENV_VAR) or DEFAULT_URL
     if '://' in spec and not spec.startswith('file://'):
         with dnnlib.open_url(spec, cache_dir=dnnlib.get_cache_dir('downloads')) as f:
             path = f.name
-        if spec == DEFAULT_URL and not _sha256_of(path).startswith(DEFAULT_SHA256_PREFIX):
+        if spec == DEFAULT_URL and not dnnlib.sha256_of(path).startswith(DEFAULT_SHA256_PREFIX):
             raise OSError(
                 f'{path} does not have the expected sha256 prefix {DEFAULT_SHA256_PREFIX}: delete it and retry'
             )
@@ -258,5 +249,5 @@ def load_inception(spec: str | None = None, device='cpu') -> InceptionV3FID:
         raise ValueError(f'{path} holds a {type(state).__name__}, not a state_dict (see metrics/README.md)')
     net = InceptionV3FID()
     net.load_state_dict(_check_state_dict(net, state, path), strict=False)
-    net.tag = f'inception-2015-12-05-sha256:{_sha256_of(path)[:16]}'
+    net.tag = f'inception-2015-12-05-sha256:{dnnlib.sha256_of(path)[:16]}'
     return net.eval().requires_grad_(False).to(device)

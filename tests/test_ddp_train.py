@@ -20,7 +20,7 @@ def test_two_process_gloo_run_stays_in_sync_and_only_rank0_writes(tmp_path):
     assert c.num_gpus == 2 and c.batch_gpu == 2  # global batch 4 split over 2 ranks
     launch._prepare_run_dir(c)
     distributed.spawn(ddp_worker, 2, dict(c), str(tmp_path), timeout_s=300)
-    ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in range(2)]
+    ranks = [torch.load(tmp_path / f'rank{r}.pt', weights_only=True) for r in range(2)]
     assert ranks[0].keys() == ranks[1].keys()
     for key in ranks[0]:
         if not key.endswith('w_avg'):  # the w average follows each rank's own latents (truncation only)

@@ -220,7 +220,7 @@ class CameraPrior:
 
     def sample_angles(self, batch_size: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(yaw, pitch) in radians, each [batch_size] float64."""
-        raise NotImplementedError
+        raise NotImplementedError(f'{type(self).__name__} must implement sample_angles')
 
     def sample(self, batch_size: int, device='cpu', generator=None) -> Camera:
         yaw, pitch = self.sample_angles(batch_size, generator)
