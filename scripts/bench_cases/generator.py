@@ -2,7 +2,7 @@
 
 Each result holds the end-to-end median `ms`, `images_per_s`, and a split into mapping / synthesis /
 decode / composite measured by timing those parts separately on the same shapes (`split_ms`; composite =
-render minus decode). `synthesis_conv_gflops` is the achieved rate of the synthesis convolutions (useful
+the two compositing calls of a patch render, timed directly; `render_total` = the whole render). `synthesis_conv_gflops` is the achieved rate of the synthesis convolutions (useful
 FLOPs of the forward convs / synthesis forward time) and `matmul_gflops` the measured float32 matmul rate of
 the machine with the same threads, so their ratio says how far from the hardware limit the synthesis runs.
 
@@ -136,8 +136,24 @@ def _split(G, z, camera, patch_params, repeat, backward: bool) -> dict:
         ),
         decode=_timed(step(lambda: G.query_points(planes_leaf, points, density_noise_std=0.5)), repeat),
     )
-    split['composite'] = max(0.0, split.pop('render') - split['decode'])
+    split['composite'] = _timed(step(lambda: _composite_passes(G, N, z.device, backward)), repeat)
+    split['render_total'] = split.pop('render')  # rays + sampling + decode + composite, end to end
     return {k: round(v, 1) for k, v in split.items()}
+
+
+def _composite_passes(G, N, device, backward: bool):
+    """The two compositing calls of one patch render: coarse samples, then coarse + fine merged."""
+    from torch_utils.ops import volume_render
+
+    R = G.patch_resolution**2
+    outs = []
+    for S in (G.march.num_coarse, G.march.num_coarse + G.march.num_fine):
+        colors = torch.rand(N, R, S, 3, device=device, requires_grad=backward)
+        sigmas = torch.rand(N, R, S, device=device, requires_grad=backward)
+        t = torch.linspace(G.march.ray_start, G.march.ray_end, S, device=device).expand(N, R, S)
+        deltas = torch.full_like(t, (G.march.ray_end - G.march.ray_start) / S)
+        outs.append(volume_render.composite(colors, sigmas, deltas, t)[0])
+    return tuple(outs)
 
 
 def _bench(config: str, backward: bool):
