@@ -142,8 +142,9 @@ def extract_sample_mesh(opts, z: torch.Tensor, grid_resolution: int):
 
     with torch.no_grad():
         ws = opts.G.mapping(z[None], **{k: v for k, v in opts.G_kwargs.items() if k.startswith('truncation')})
+        field = opts.G.density_field(ws)  # planes synthesised once, not once per grid chunk
     mesh, _info = geometry.extract_mesh(
-        lambda points: opts.G.density(ws, points),
+        field,
         geometry.cube_bounds(opts.G.scene_bounds),
         resolution=grid_resolution,
         device=opts.device,

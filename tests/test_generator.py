@@ -78,6 +78,19 @@ def test_density_is_zero_outside_the_box_and_the_box_walls_do_not_render():
     assert (out.opacity < 1e-3).all()
 
 
+def test_density_field_synthesises_once_and_equals_density():
+    G = _tiny_G()
+    ws = G.mapping(torch.randn(2, G.z_dim))
+    points = torch.rand(2, 40, 3) - 0.5
+    calls = []
+    G.synthesis.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        field = G.density_field(ws)
+        chunks = [field(points[:, i : i + 10]) for i in range(0, 40, 10)]
+        assert len(calls) == 1
+        assert torch.allclose(torch.cat(chunks, dim=1), G.density(ws, points), atol=1e-6)
+
+
 def test_density_noise_schedule():
     assert density_noise_std(0) == 1.0
     assert math.isclose(density_noise_std(2_500_000), 0.5)

@@ -24,6 +24,9 @@ class SphereDensityGenerator(SphereGenerator):
     def density(self, ws, points):
         return 50 * torch.sigmoid(40 * (0.6 - points.norm(dim=-1, keepdim=True)))
 
+    def density_field(self, ws):
+        return lambda points: self.density(ws, points)
+
 
 def _mesh_dataset(root, source_mesh, views=3, res=32):
     """<root>/meta.json + meshes/ + data/<object>/<view>.png with labels, as the demo dataset lays them out."""

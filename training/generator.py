@@ -212,6 +212,14 @@ class Generator(torch.nn.Module):
 
     def density(self, ws, points, chunk_size=None, noise_mode='const'):
         """Density at world points [N, P, 3] for the latents ws [N, num_ws, w_dim] -> sigma [N, P, 1]."""
-        misc.assert_shape(ws, [points.shape[0], self.num_ws, self.w_dim])
+        return self.density_field(ws, noise_mode)(points, chunk_size)
+
+    def density_field(self, ws, noise_mode='const'):
+        """points [N, P, 3] -> sigma [N, P, 1] for the latents ws, with the tri-planes synthesised once.
+
+        For many queries of one sample (a marching-cubes grid in chunks): `G.density` per chunk would re-run
+        the synthesis network every time.
+        """
+        misc.assert_shape(ws, [None, self.num_ws, self.w_dim])
         planes = self.synthesis(ws[:, : self.synthesis.num_ws], noise_mode)
-        return self.query_points(planes, points, chunk_size)[1]
+        return lambda points, chunk_size=None: self.query_points(planes, points, chunk_size)[1]
