@@ -83,10 +83,26 @@ def main(outdir, cfg, data, gpus, resume, seed, desc, dry_run, metrics, **kw):
         click.echo(json.dumps(c, indent=2, sort_keys=True))
         click.echo('Dry run: nothing was written.')
         return
+    _fetch_feature_net(c.metrics)
     try:
         launch.launch(c)
     except run_dir.TrainingStopped as err:
         raise click.ClickException(str(err)) from None
+
+
+def _fetch_feature_net(metrics: list[str]) -> None:
+    """Get the FID network's weights now, so an offline machine fails before training, not at the first snapshot."""
+    from metrics import inception, metric_main
+
+    if not any(metric_main.uses_feature_net(m) for m in metrics):
+        return
+    try:
+        inception.resolve_weights_path()
+    except OSError as err:
+        raise click.ClickException(
+            f'--metrics {",".join(metrics)} needs the FID Inception weights: {err} '
+            f'(set ${inception.ENV_VAR} to a local copy, or train with --metrics none)'
+        ) from None
 
 
 if __name__ == '__main__':

@@ -47,6 +47,11 @@ def is_valid_metric(metric: str) -> bool:
     return _lookup(metric) is not None
 
 
+def uses_feature_net(metric: str) -> bool:
+    """True for the metrics computed on Inception features (FID, KID, precision/recall)."""
+    return re.match(r'(fid|kid|pr)\d', metric) is not None
+
+
 def list_valid_metrics() -> list[str]:
     return list(_metric_dict.keys()) + [example for _, example in _dynamic.values()]
 

@@ -114,3 +114,12 @@ def test_unknown_model_kwarg_is_an_error(tmp_path):
     result = _invoke(*cli_args(setup, '--dry-run'))
     assert result.exit_code == 1
     assert 'unknown key "plane_chanels" (did you mean "plane_channels"?)' in result.output
+
+
+def test_missing_feature_net_fails_before_training(setup, monkeypatch, tmp_path):
+    monkeypatch.setenv('PGRF_FEATURE_NET', str(tmp_path / 'no-such-inception.pt'))
+    result = CliRunner().invoke(train.main, cli_args(setup, '--metrics', 'fid2k_full'))
+    assert result.exit_code != 0
+    assert 'needs the FID Inception weights' in result.output and 'no-such-inception.pt' in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not os.path.exists(setup['outdir'])  # failed before any run directory was made
