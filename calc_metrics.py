@@ -203,7 +203,7 @@ def main(network, run, snapshots, metrics, data, mirror, gpus, feature_net, data
     paths, run_dir = resolve_snapshots(network, run, snapshots)
     try:
         options = find_training_options(run_dir, paths[-1])
-    except checkpoint.CheckpointError as err:
+    except (checkpoint.CheckpointError, ValueError) as err:  # ValueError: a bad training_options.json
         raise click.ClickException(str(err)) from None
     common = dict(
         dataset_kwargs=resolve_dataset_kwargs(data, mirror, options), feature_net=feature_net, cache=cache,

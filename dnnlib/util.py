@@ -1,13 +1,14 @@
-"""EasyDict, construction of classes from dotted names, and a download-once file cache."""
+"""EasyDict, construction of registered classes by name, and a download-once file cache."""
 
 import hashlib
-import importlib
 import os
 import shutil
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+
+from dnnlib import registry
 
 CACHE_ENV_VAR = 'PGRF_CACHE_DIR'
 
@@ -29,29 +30,20 @@ class EasyDict(dict):
 
 
 def get_obj_by_name(name: str):
-    """Resolve a dotted name such as 'training.generator.Generator' to the object it names."""
-    module_name, _, attr = name.rpartition('.')
-    if not module_name:
-        raise ValueError(f'"{name}" is not a dotted name of the form "package.module.Object"')
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        raise ValueError(f'cannot import module "{module_name}" for "{name}": {err}') from err
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ValueError(f'module "{module_name}" has no attribute "{attr}"') from None
+    """The class or function registered under `name` (a stable name or an alias; see dnnlib/registry.py).
+
+    Names are never resolved by import path: a name that is not registered raises
+    registry.UnknownClassError (a ValueError) and nothing is imported.
+    """
+    return registry.resolve(name)
 
 
 def construct_class_by_name(*args, class_name: str, **kwargs):
-    """Instantiate the class named by `class_name` with the given arguments.
+    """Instantiate the registered class named by `class_name` with the given arguments.
 
     Unknown keyword arguments raise TypeError from the constructor: a misspelt key never passes silently.
     """
-    cls = get_obj_by_name(class_name)
-    if not callable(cls):
-        raise ValueError(f'"{class_name}" is not callable')
-    return cls(*args, **kwargs)
+    return get_obj_by_name(class_name)(*args, **kwargs)
 
 
 def get_cache_dir(*subdirs: str) -> str:

@@ -13,13 +13,17 @@ import torch
 if __name__ == '__main__':  # Run as a script by torchrun: make the repository importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from torch_utils import checkpoint, distributed, misc, training_stats  # noqa: E402
+from dnnlib import registry  # noqa: E402
+from torch_utils import distributed, misc, training_stats  # noqa: E402
 
 
 class TinyLinear(torch.nn.Linear):
     @misc.record_init_kwargs
     def __init__(self, in_features=2, out_features=2):
         super().__init__(in_features, out_features)
+
+
+registry.register('test.TinyLinear', TinyLinear)
 
 
 def _close(a, b):
@@ -82,14 +86,18 @@ def check_consistency():
 
 def check_rng_snapshot():
     """A snapshot holds every rank's RNG state; restoring it gives each rank its own stream back."""
+    from test_train_fixtures import tiny_train_state
+
+    from training import snapshots
+
     rank = distributed.get_rank()
     misc.set_seed(1000 + rank)
-    net = TinyLinear()
-    data = checkpoint.snapshot(dict(G=net), cur_nimg=8)
-    assert len(data['rng_states']) == 2
+    s = tiny_train_state(TinyLinear(), {}, rank=rank, world_size=2)
+    data = snapshots.make_snapshot(s)
+    assert data['rng']['world_size'] == 2 and len(data['rng']['states']) == 2
     expected = torch.rand(4)
     misc.set_seed(0)  # scramble
-    checkpoint.restore(data, dict(G=net))
+    snapshots.restore(s, data, 'test')
     assert torch.equal(torch.rand(4), expected)
     others = [None, None]
     torch.distributed.all_gather_object(others, expected)

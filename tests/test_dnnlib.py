@@ -16,13 +16,18 @@ def test_easydict_attribute_access():
         _ = d.missing
 
 
-def test_construct_class_by_name_passes_kwargs_and_rejects_typos():
-    obj = dnnlib.construct_class_by_name(class_name='collections.OrderedDict', a=1)
-    assert obj['a'] == 1
+def test_construct_class_by_name_builds_registered_classes_only():
+    prior = dnnlib.construct_class_by_name(
+        class_name='pgrf.make_camera_prior', kind='normal', radius=2.0, fov=30.0
+    )
+    old = dnnlib.construct_class_by_name(
+        class_name='training.cameras.make_camera_prior', kind='normal', radius=2.0, fov=30.0
+    )  # the import path that format-1 snapshots and older training_options.json hold: an alias
+    assert type(prior) is type(old) and type(prior).__name__ == 'NormalCameraPrior'
     with pytest.raises(TypeError):
-        dnnlib.construct_class_by_name(class_name='fractions.Fraction', numeratr=1)
-    with pytest.raises(ValueError, match='cannot import'):
-        dnnlib.construct_class_by_name(class_name='no_such_module.Thing')
+        dnnlib.construct_class_by_name(class_name='pgrf.make_camera_prior', kindd='normal')
+    with pytest.raises(ValueError, match='"collections.OrderedDict" is not a class PGRF builds by name'):
+        dnnlib.construct_class_by_name(class_name='collections.OrderedDict', a=1)
 
 
 def test_open_url_local_path_and_hash(tmp_path):

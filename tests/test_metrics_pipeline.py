@@ -10,6 +10,7 @@ import pytest
 import torch
 from test_metrics_geometry import _render_sphere
 
+from dnnlib import registry
 from metrics import geometry_eval, metric_main
 from metrics import metric_utils as mu
 from training.cameras import angles_to_camera
@@ -85,6 +86,9 @@ class ToyDataset(torch.utils.data.Dataset):
         return self._cameras
 
 
+registry.register('test.ToyDataset', ToyDataset)  # metrics build datasets by registered name only
+
+
 class TinyFeatureNet(torch.nn.Module):
     """A fixed random projection of 4x4 average-pooled images: stands in for Inception in tests."""
 
@@ -105,7 +109,7 @@ TOY_PRIOR = dict(kind='normal', radius=2.5, fov=30.0)  # the run's prior: the to
 
 
 def _kwargs(tmp_path, G=None, **extra):
-    data = dict(class_name='test_metrics_pipeline.ToyDataset', path=str(tmp_path / 'toy'))
+    data = dict(class_name='test.ToyDataset', path=str(tmp_path / 'toy'))
     extra = dict(dict(camera_prior_kwargs=TOY_PRIOR), **extra)
     return dict(
         G=G or SphereGenerator(),

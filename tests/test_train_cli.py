@@ -29,7 +29,7 @@ def _dry_run(setup, *extra):
 def test_dry_run_resolves_preset_and_flags_win(setup):
     c = _dry_run(setup)
     assert (c['batch'], c['gamma'], c['patch_res'], c['glr']) == (4, 0.05, 8, 0.002)  # preset, default
-    assert c['G_kwargs']['class_name'] == 'training.generator.Generator'
+    assert c['G_kwargs']['class_name'] == 'pgrf.Generator'
     assert c['G_kwargs']['plane_resolution'] == 8 and c['G_kwargs']['num_coarse'] == 4
     assert c['G_kwargs']['ray_start'] == 1.75 and c['G_kwargs']['scene_bounds'] == 1.0  # dataset preset
     assert c['D_kwargs']['camera_cond'] is True and c['D_kwargs']['num_fp16_res'] == 0

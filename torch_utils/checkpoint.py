@@ -1,18 +1,19 @@
 """Checkpoints as plain data: save atomically, load without executing code, rebuild modules by name.
 
 A checkpoint is a dict of plain data only: numbers, strings, bools, None, lists, tuples, dicts and
-tensors. A training snapshot looks like
+tensors, plus `format_version`. Modules are stored as `module_state(...)`: the class's stable name
+from dnnlib/registry.py, its recorded constructor kwargs (`misc.record_init_kwargs`) and its
+state_dict. The layout of a training snapshot is training/snapshots.py's (the only writer of one).
 
-    dict(format_version=FORMAT_VERSION,
-         modules=dict(G=module_state(G), D=module_state(D), G_ema=module_state(G_ema), ...),
-         optimizers=dict(G=optimizer_state(G_opt), D=optimizer_state(D_opt)),
-         training_options={...}, cur_nimg=..., cur_tick=..., rng_state=misc.get_rng_state())
+`save` writes with `torch.save` to a temp file beside the target, fsyncs and renames it over the
+target, so a crash or kill during the write leaves the previous file intact. `load` reads with
+`torch.load(weights_only=True)`, so a file that holds a pickled Python object is refused, never run;
+then every `class_name` in the file must be registered and its kwargs plain data, so nothing a file
+names can be imported or built unless PGRF lists it. Modules are loaded strictly; a key or shape
+mismatch is reported as a readable diff.
 
-`save` writes it with `torch.save` to a temp file beside the target, fsyncs and renames it over the
-target, so a crash or kill during the write leaves the previous file intact. `load` reads it with
-`torch.load(weights_only=True)`: a file that holds a pickled Python object is refused, never run.
-Modules are rebuilt from their class name and recorded constructor kwargs (`misc.record_init_kwargs`)
-and loaded strictly; a key or shape mismatch is reported as a readable diff.
+Format versions: 1 stored import paths as class names (still read, as registry aliases); 2 stores
+stable names and the device type of the training RNG states.
 """
 
 import contextlib
@@ -20,16 +21,15 @@ import os
 import pickle
 import re
 import secrets
-import warnings
 from collections import OrderedDict
 
 import numpy as np
 import torch
 
 import dnnlib
-from torch_utils import misc
+from dnnlib import registry
 
-FORMAT_VERSION = 1  # Bump when the layout of a snapshot changes incompatibly.
+FORMAT_VERSION = 2  # Bump when the layout changes; `load` reads every version up to this one.
 _ZIP_MAGIC = b'PK\x03\x04'  # torch.save's (zip) format starts with a zip local-file header.
 _MAX_LISTED = 12  # How many keys a mismatch message lists per category.
 
@@ -109,14 +109,12 @@ def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def class_name_of(module: torch.nn.Module) -> str:
-    """The dotted name that `dnnlib.construct_class_by_name` resolves back to the module's class."""
+    """The stable registry name ('pgrf.Generator') under which a checkpoint stores the module's class."""
     cls = type(_unwrap(module))
-    if '<locals>' in cls.__qualname__:
-        raise TypeError(
-            f'{cls.__qualname__} is defined inside a function; checkpoints rebuild modules by dotted name, '
-            f'so define the class at module level.'
-        )
-    return f'{cls.__module__}.{cls.__qualname__}'
+    try:
+        return registry.name_of(cls)
+    except registry.UnknownClassError as err:
+        raise TypeError(str(err)) from None
 
 
 def module_state(module: torch.nn.Module) -> dict:
@@ -191,6 +189,11 @@ def load_module_state(module: torch.nn.Module, state_dict: dict, where: str = 'c
 def build_module(state: dict, device='cpu', where: str = 'checkpoint') -> torch.nn.Module:
     """Rebuild a module from `module_state(...)`: construct by class name and kwargs, then load strictly."""
     _check_module_state(state, where)
+    try:  # Both checks before anything is imported or constructed: the file names what to build.
+        registry.stable_name(state['class_name'])
+        registry.check_plain(state['init_kwargs'], f'{state["class_name"]}.init_kwargs')
+    except ValueError as err:
+        raise CheckpointError(f'{where}: {err}') from None
     kwargs = _easydicts(dict(state['init_kwargs']))
     try:
         module = dnnlib.construct_class_by_name(class_name=state['class_name'], **kwargs)
@@ -222,83 +225,6 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, where: s
             f'build the optimizer over the same parameters as the run that saved it.'
         )
     optimizer.load_state_dict(state)
-
-
-# ----------------------------------------------------------------------------
-# Training state (modules + optimizers + per-rank RNG + counters).
-
-
-def _dist_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def gather_rng_states() -> list:
-    """Every rank's `misc.get_rng_state()`, indexed by rank (a collective: call it on all ranks)."""
-    rank, world_size = _dist_world()
-    state = misc.get_rng_state()
-    if world_size == 1:
-        return [state]
-    gathered = [None] * world_size
-    torch.distributed.all_gather_object(gathered, state)
-    return [to_plain(s, f'rng_states[{i}]') for i, s in enumerate(gathered)]
-
-
-def snapshot(modules: dict, optimizers: dict | None = None, **extra) -> dict:
-    """A training snapshot: format_version, modules, optimizers, every rank's RNG state, and `extra`.
-
-    `extra` holds the counters and config (cur_nimg=..., cur_tick=..., training_options=...). RNG
-    states are gathered from all ranks, so call this on every rank; save the result on rank 0 only.
-    """
-    return dict(
-        extra,
-        format_version=FORMAT_VERSION,
-        modules={name: module_state(m) for name, m in modules.items() if m is not None},
-        optimizers={name: optimizer_state(o) for name, o in (optimizers or {}).items() if o is not None},
-        rng_states=gather_rng_states(),
-    )
-
-
-def restore(data: dict, modules: dict, optimizers: dict | None = None, where: str = 'checkpoint') -> None:
-    """Load a `snapshot` into existing modules and optimizers, and restore this rank's RNG state.
-
-    Resuming with the same number of ranks continues bit-exactly. With a different number, each
-    rank is reseeded deterministically from rank 0's stored state plus its rank (a warning says so).
-    """
-    for kind, wanted, stored in (
-        ('module', modules, data.get('modules', {})),
-        ('optimizer', optimizers or {}, data.get('optimizers', {})),
-    ):
-        missing = sorted(name for name, obj in wanted.items() if obj is not None and name not in stored)
-        if missing:
-            raise CheckpointError(
-                f'{where}: has no {kind} state for {", ".join(missing)}; it holds: {", ".join(sorted(stored)) or "none"}'
-            )
-    for name, module in modules.items():
-        if module is not None:
-            _check_module_state(data['modules'][name], f'{where}: {name}')
-            load_module_state(module, data['modules'][name]['state_dict'], f'{where}: {name}')
-    for name, opt in (optimizers or {}).items():
-        if opt is not None:
-            load_optimizer_state(opt, data['optimizers'][name], f'{where}: optimizer {name}')
-    _restore_rng(data.get('rng_states'), where)
-
-
-def _restore_rng(states, where: str) -> None:
-    rank, world_size = _dist_world()
-    if not states:
-        return
-    if len(states) == world_size:
-        misc.set_rng_state(states[rank])
-        return
-    warnings.warn(
-        f'{where} was saved by {len(states)} ranks and is resumed by {world_size}: '
-        f'random streams are reseeded, so the run will not repeat the original one exactly.',
-        stacklevel=3,
-    )
-    misc.set_rng_state(states[0])
-    misc.set_seed(int(torch.randint(1 << 31, [])) + rank)
 
 
 # ----------------------------------------------------------------------------
@@ -386,6 +312,10 @@ def load(path: str, map_location='cpu') -> dict:
             f'{path}: checkpoint format version {version} is newer than this code supports '
             f'({FORMAT_VERSION}); update PGRF to read it.'
         )
+    try:  # Whatever the file names (modules, the options' datasets and priors) must be registered plain data.
+        registry.check_specs(data, 'checkpoint')
+    except ValueError as err:
+        raise CheckpointError(f'{path}: {_one_line(err)}') from None
     return data
 
 

@@ -12,12 +12,14 @@ import os
 import dnnlib
 from training import config
 
-G_CLASS = 'training.generator.Generator'
-D_CLASS = 'training.discriminator.PatchDiscriminator'
-LOSS_CLASS = 'training.loss.PatchLoss'
-AUGMENT_CLASS = 'training.augment.AugmentPipe'
-ADA_CLASS = 'training.augment.AdaController'
-DATASET_CLASS = 'training.dataset.ImageFolderDataset'
+# Stable names from dnnlib/registry.py: what training_options.json and snapshots store.
+G_CLASS = 'pgrf.Generator'
+D_CLASS = 'pgrf.Discriminator'
+LOSS_CLASS = 'pgrf.PatchLoss'
+AUGMENT_CLASS = 'pgrf.AugmentPipe'
+ADA_CLASS = 'pgrf.AdaController'
+DATASET_CLASS = 'pgrf.ImageFolderDataset'
+CAMERA_PRIOR_CLASS = 'pgrf.make_camera_prior'
 
 
 def check_kwargs(class_name: str, kwargs: dict, source: str, skip=()) -> None:
@@ -97,7 +99,7 @@ def model_kwargs(opts, dp: dict, batch_gpu: int, source: str) -> dnnlib.EasyDict
     c.batch_gpu = batch_gpu
     c.dataset_preset = dp
     c.camera_prior_kwargs = dict(
-        class_name='training.cameras.make_camera_prior', kind=dp['camera_prior'],
+        class_name=CAMERA_PRIOR_CLASS, kind=dp['camera_prior'],
         radius=dp['radius'], fov=dp['fov'], **dp['camera_prior_kwargs'],
     )  # fmt: skip
     _check_metrics(opts.metrics)

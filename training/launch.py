@@ -45,15 +45,30 @@ def resolve_training_options(outdir, cfg, data, gpus, resume, seed, desc, flags)
     if resume is not None:
         target, kind = run_dir.resolve_resume(resume, outdir)
         if kind == 'file':
+            _check_resume_file(target)
             c.resume_file = target
         else:
             c = _merge_stored_options(c, target)
     return c
 
 
+def _check_resume_file(path: str) -> None:
+    """Read --resume FILE once before any run directory or process exists: a corrupt, foreign or crafted
+    file (one naming a class outside dnnlib/registry.py) is a one-line error and nothing is built."""
+    from torch_utils import checkpoint
+
+    try:
+        checkpoint.load(path)
+    except checkpoint.CheckpointError as err:
+        raise config.ConfigError(f'--resume: {err}') from None
+
+
 def _merge_stored_options(c: dnnlib.EasyDict, target_run: str) -> dnnlib.EasyDict:
     """Continue in `target_run`: its stored options win, except the RESUME_MUTABLE ones."""
-    stored = dnnlib.EasyDict(run_dir.read_options(target_run))
+    try:
+        stored = dnnlib.EasyDict(run_dir.read_options(target_run))
+    except ValueError as err:  # not JSON, or it names a class outside the registry
+        raise config.ConfigError(f'--resume {target_run}: {err}') from None
     for key, value in c.items():
         if key in RESUME_MUTABLE or key in ('outdir', 'run_dir', 'resume_file'):
             continue
@@ -70,10 +85,22 @@ def _merge_stored_options(c: dnnlib.EasyDict, target_run: str) -> dnnlib.EasyDic
 
 
 def _plain(value):
-    """JSON round trip, so tuples and lists (and int/float of equal value) compare as stored."""
+    """JSON round trip, so tuples and lists (and int/float of equal value) compare as stored; class names
+    compare by their stable registry name (a run written with import paths resumes under stable names)."""
     import json
 
-    return json.loads(json.dumps(value))
+    return _stable_class_names(json.loads(json.dumps(value)))
+
+
+def _stable_class_names(value):
+    if isinstance(value, dict):
+        out = {k: _stable_class_names(v) for k, v in value.items()}
+        if dnnlib.registry.is_known(out.get('class_name')):
+            out['class_name'] = dnnlib.registry.stable_name(out['class_name'])
+        return out
+    if isinstance(value, list):
+        return [_stable_class_names(v) for v in value]
+    return value
 
 
 def _prepare_run_dir(c: dnnlib.EasyDict) -> None:

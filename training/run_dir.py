@@ -10,7 +10,9 @@ import re
 import sys
 import traceback
 
-SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+)\.pt$')
+from dnnlib import registry
+
+SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+)(?:\.(\d{3}))?\.pt$')  # kimg, then images past it
 RUN_RE = re.compile(r'^(\d{5})-')
 
 
@@ -40,19 +42,28 @@ def make_run_dir(outdir: str, desc: str) -> str:
 
 
 def snapshot_name(cur_nimg: int) -> str:
-    return f'network-snapshot-{cur_nimg // 1000:06d}.pt'
+    """network-snapshot-<kimg>.pt at whole kimg (StyleGAN's names); network-snapshot-<kimg>.<images>.pt
+    in between, so snapshots inside one kimg (small runs, a stop signal) never overwrite each other."""
+    kimg, rest = divmod(int(cur_nimg), 1000)
+    return f'network-snapshot-{kimg:06d}.pt' if rest == 0 else f'network-snapshot-{kimg:06d}.{rest:03d}.pt'
+
+
+def snapshot_nimg(path: str) -> int | None:
+    """The cur_nimg a snapshot's file name encodes (None if it is not a snapshot name)."""
+    m = SNAPSHOT_RE.match(os.path.basename(path))
+    return None if m is None else int(m.group(1)) * 1000 + int(m.group(2) or 0)
 
 
 def list_snapshots(run_dir: str) -> list[str]:
-    """Snapshot files of a run, oldest first (by kimg, then modification time)."""
+    """Snapshot files of a run, oldest first (by the images their names encode, then modification time)."""
     if not os.path.isdir(run_dir):
         return []
     found = []
     for name in os.listdir(run_dir):
-        m = SNAPSHOT_RE.match(name)
-        if m:
+        nimg = snapshot_nimg(name)
+        if nimg is not None:
             path = os.path.join(run_dir, name)
-            found.append((int(m.group(1)), os.path.getmtime(path), path))
+            found.append((nimg, os.path.getmtime(path), path))
     return [p for _, _, p in sorted(found)]
 
 
@@ -116,9 +127,16 @@ def write_options(run_dir: str, opts: dict) -> None:
 
 
 def read_options(run_dir: str) -> dict:
+    """<run_dir>/training_options.json, refused (ValueError, one line) if it is not JSON or names a class
+    outside dnnlib/registry.py: everything the loop builds comes from these options."""
     path = os.path.join(run_dir, 'training_options.json')
     with open(path, encoding='utf-8') as f:
-        return json.load(f)
+        try:
+            opts = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f'{path} is not valid JSON ({err}); fix it or copy it from a backup') from None
+    registry.check_specs(opts, path)
+    return opts
 
 
 def stamp() -> str:

@@ -1,19 +1,30 @@
-"""Full training-state snapshots in the safe checkpoint format, and exact restore.
+"""Full training-state snapshots in the safe checkpoint format, and their exact restore.
 
-A snapshot holds `modules` (G, D, G_ema, augment_pipe as checkpoint.module_state), both optimizers,
-the resolved training options, the progress counters, every rank's RNG states and the best metric,
-all as plain data, so `--resume` continues bit-for-bit (same world size, same device type).
+The one writer and reader of training snapshots. A snapshot is plain data:
+
+    dict(format_version=checkpoint.FORMAT_VERSION,
+         modules=dict(G=..., D=..., G_ema=..., augment_pipe=...),   # checkpoint.module_state
+         optimizers=dict(G=..., D=...),                              # checkpoint.optimizer_state
+         ada=AdaController.state_dict() or None,
+         training_options={...}, progress={cur_nimg, cur_tick, batch_idx, tick_start_nimg, total_time},
+         rng=dict(world_size=W, device_type='cpu' | 'cuda', states=[every rank's RNG state]),
+         best_metric=dict(name, value, kimg) or None)
+
+`--resume` continues bit-for-bit when the world size, the device type and the torch build match the
+run that wrote it; otherwise every rank is reseeded deterministically and a warning says so.
 """
 
 import os
 
 import torch
 
+from dnnlib import registry
 from torch_utils import checkpoint, misc
 from training import run_dir
 
 MODULE_NAMES = ('G', 'D', 'G_ema', 'augment_pipe')
 PROGRESS_KEYS = ('cur_nimg', 'cur_tick', 'batch_idx', 'tick_start_nimg', 'total_time')
+REQUIRED_KEYS = ('modules', 'optimizers', 'progress', 'rng')
 
 
 def gather_rng_states(world_size: int) -> list:
@@ -37,13 +48,13 @@ def make_snapshot(s) -> dict:
         ada=s.ada.state_dict() if s.ada is not None else None,
         training_options=dict(s.c),
         progress={key: s.progress[key] for key in PROGRESS_KEYS},
-        rng=dict(world_size=s.world_size, states=rng_states),
+        rng=dict(world_size=s.world_size, device_type=s.device.type, states=rng_states),
         best_metric=s.best_metric,
     )
 
 
 def save_snapshot(s) -> str | None:
-    """Write <run_dir>/network-snapshot-<kimg>.pt atomically from rank 0; returns its path there."""
+    """Write <run_dir>/<run_dir.snapshot_name(cur_nimg)> atomically from rank 0; returns its path there."""
     data = make_snapshot(s)
     if s.rank != 0:
         return None
@@ -53,19 +64,33 @@ def save_snapshot(s) -> str | None:
 
 
 def load_latest(run_path: str, log) -> tuple[dict, str]:
-    """The newest snapshot of a run that loads; an unreadable newer one is reported and skipped."""
-    errors = []
+    """The newest snapshot of a run that loads; an unreadable newer one is skipped with a warning naming both.
+
+    Raises CheckpointError (one line) if no snapshot of the run can be read.
+    """
+    unreadable = []  # (path, one-line reason), newest first
     for path in reversed(run_dir.list_snapshots(run_path)):
         try:
-            return checkpoint.load(path), path
-        except Exception as err:  # a truncated or foreign file: fall back to the previous snapshot
-            errors.append(f'{os.path.basename(path)}: {err}')
-            log.print(f'Skipping unreadable snapshot {path}: {err}')
-    raise FileNotFoundError(f'no readable snapshot in {run_path} ({"; ".join(errors) or "none found"})')
+            data = checkpoint.load(path)
+        except checkpoint.CheckpointError as err:  # truncated, corrupt, foreign or tampered
+            unreadable.append((path, str(err)))
+            continue
+        for bad, reason in unreadable:
+            log.print(f'WARNING: skipping unreadable snapshot {bad}; resuming from {path} instead ({reason})')
+        return data, path
+    reasons = '; '.join(reason for _, reason in unreadable) or 'none found'
+    raise checkpoint.CheckpointError(f'--resume {run_path}: no readable snapshot ({reasons})')
 
 
-def _check_kwargs(name: str, module: torch.nn.Module, state: dict, source: str) -> None:
-    """The module of this run must be built like the stored one (else the weights cannot mean the same)."""
+def _check_built_alike(name: str, module: torch.nn.Module, state: dict, source: str) -> None:
+    """The module of this run must be the stored class built with the stored kwargs (else the weights mean
+    something else, or the file names a class this run would never build)."""
+    stored_class = registry.stable_name(state.get('class_name'))
+    current_class = checkpoint.class_name_of(module)
+    if stored_class != current_class:
+        raise checkpoint.CheckpointError(
+            f'{source}: {name} is a {stored_class} in the snapshot but a {current_class} in this run'
+        )
     stored = checkpoint.to_plain(dict(state.get('init_kwargs', {})), lists=True)
     current = checkpoint.to_plain(dict(getattr(module, 'init_kwargs', {})), lists=True)
     diff = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
@@ -77,8 +102,18 @@ def _check_kwargs(name: str, module: torch.nn.Module, state: dict, source: str) 
         )
 
 
+def _check_layout(data: dict, source: str) -> None:
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise checkpoint.CheckpointError(
+            f'{source}: not a training snapshot written by train.py (no {", ".join(missing)}); '
+            f'it can still be used by gen_samples.py and calc_metrics.py, but a run cannot resume from it'
+        )
+
+
 def restore(s, data: dict, source: str) -> None:
     """Load a snapshot into the TrainState `s` (modules, optimizers, counters, RNG, best metric)."""
+    _check_layout(data, source)
     for name in MODULE_NAMES:
         if s.get(name) is None:
             continue
@@ -86,7 +121,7 @@ def restore(s, data: dict, source: str) -> None:
             raise checkpoint.CheckpointError(
                 f'{source}: the snapshot has no "{name}"; was it written by train.py?'
             )
-        _check_kwargs(name, s[name], data['modules'][name], source)
+        _check_built_alike(name, s[name], data['modules'][name], source)
         checkpoint.load_module_state(s[name], data['modules'][name]['state_dict'], f'{source}: {name}')
     for name, opt in s.optimizers.items():
         checkpoint.load_optimizer_state(opt, data['optimizers'][name], f'{source}: optimizer {name}')
@@ -94,12 +129,18 @@ def restore(s, data: dict, source: str) -> None:
         s.ada.load_state_dict(data['ada'])
     s.progress.update({key: data['progress'][key] for key in PROGRESS_KEYS})
     s.best_metric = data.get('best_metric')
-    rng = data['rng']
-    if rng['world_size'] == s.world_size:
+    restore_rng(s, data['rng'])
+
+
+def restore_rng(s, rng: dict) -> None:
+    """This rank's stored RNG state when the run is set up as the one that wrote it; else a reseed and a warning."""
+    saved = (rng['world_size'], rng.get('device_type', s.device.type))  # format 1 did not record the device
+    if saved == (s.world_size, s.device.type):
         misc.set_rng_state(rng['states'][s.rank])
-    else:
-        s.log.print(
-            f'Note: the snapshot was written by {rng["world_size"]} processes, this run has {s.world_size}; '
-            'random streams are reseeded, so the continuation is statistically but not bit-wise the same'
-        )
-        misc.set_seed(s.c.seed * s.world_size + s.rank + s.progress.batch_idx)
+        return
+    s.log.print(
+        f'WARNING: the snapshot was written by {saved[0]} process(es) on {saved[1]}, this run has '
+        f'{s.world_size} on {s.device.type}; random streams are reseeded, so the continuation is '
+        'statistically but not bit-wise the same as the original run'
+    )
+    misc.set_seed(s.c.seed * s.world_size + s.rank + s.progress.batch_idx)

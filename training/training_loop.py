@@ -17,7 +17,7 @@ import time
 import torch
 
 import dnnlib
-from torch_utils import misc, training_stats
+from torch_utils import checkpoint, misc, training_stats
 from training import data_iter, run_dir, snapshots, train_logging, train_step
 from training.generator import density_noise_std
 from training.patches import make_patch_sampler
@@ -77,14 +77,21 @@ def setup(c, rank: int, world_size: int, device) -> dnnlib.EasyDict:
 
 
 def resume_if_asked(s) -> None:
-    """Restore the full state from --resume (a run continued in place, or a snapshot file)."""
-    if s.c.resume_file is not None:
-        data, source = snapshots.checkpoint.load(s.c.resume_file), s.c.resume_file
-    elif s.c.resume == 'in_place':
-        data, source = snapshots.load_latest(s.c.run_dir, s.log)
-    else:
-        return
-    snapshots.restore(s, data, source)
+    """Restore the full state from --resume (a run continued in place, or a snapshot file).
+
+    Any snapshot problem ends the run with its one-line message (run_dir.TrainingStopped).
+    """
+    try:
+        if s.c.resume_file is not None:
+            data, source = checkpoint.load(s.c.resume_file), s.c.resume_file
+        elif s.c.resume == 'in_place':
+            data, source = snapshots.load_latest(s.c.run_dir, s.log)
+        else:
+            return
+        snapshots.restore(s, data, source)
+    except checkpoint.CheckpointError as err:
+        s.log.print(str(err))
+        raise run_dir.TrainingStopped(str(err)) from None
     s.log.print(
         f'Resumed from {source} at kimg {s.progress.cur_nimg / 1000:.3f} (tick {s.progress.cur_tick})'
     )
