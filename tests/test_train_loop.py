@@ -128,7 +128,10 @@ def test_nan_loss_stops_naming_the_phase_and_keeps_the_snapshot(tmp_path, monkey
                 for p in self.D.parameters():
                     p.grad = torch.full_like(p, float('nan'))
                 return torch.tensor(float('nan'))
-        return original(self, phase, *args, **kwargs)
+        value = original(self, phase, *args, **kwargs)
+        if phase == 'Dmain' and calls['n'] == 3:  # step 1: a finite loss with an overflowed gradient
+            next(p for p in self.D.parameters() if p.grad is not None).grad.view(-1)[0] = float('inf')
+        return value
 
     monkeypatch.setattr(loss_module.PatchLoss, 'accumulate_gradients', poisoned)
     setup = make_tiny_setup(tmp_path)
@@ -139,3 +142,7 @@ def test_nan_loss_stops_naming_the_phase_and_keeps_the_snapshot(tmp_path, monkey
     snapshots = run_dir.list_snapshots(run)
     assert len(snapshots) == 1 and f'the last good snapshot is {snapshots[0]}' in result.output
     assert checkpoint.load(snapshots[0])['progress']['cur_nimg'] == 16
+    # The clamped step of the first tick is counted (1 of its 4 Dmain steps) and named in the progress line.
+    clamped = _stats(run)[-1]['Progress/nonfinite_grads/Dmain']
+    assert round(clamped['mean'] * clamped['num']) == 1 and clamped['num'] == 4
+    assert 'WARNING non-finite grads clamped in Dmain: 1 of 4 steps' in result.output

@@ -9,6 +9,7 @@ import PIL.Image
 import torch
 
 from torch_utils import misc, training_stats
+from training import train_step
 
 
 def cpu_memory_gb() -> float:
@@ -62,7 +63,20 @@ def progress_line(s, stats: dict, tick_time: float) -> str:
     for name, short in (('Loss/G/loss', 'G'), ('Loss/D/loss', 'D'), ('Loss/r1_penalty', 'R1')):
         if name in stats:
             fields.append(f'{short} {stats[name]["mean"]:.3f}')
-    return ' '.join(fields)
+    return ' '.join(fields + nonfinite_warnings(stats))
+
+
+def nonfinite_warnings(stats: dict) -> list[str]:
+    """'WARNING non-finite grads clamped in Dmain: 2 of 4 steps' for each phase that had any this tick."""
+    prefix = train_step.NONFINITE_STAT + '/'
+    out = []
+    for name, value in sorted(stats.items()):
+        count = round(value['mean'] * value['num']) if name.startswith(prefix) else 0
+        if count > 0:
+            out.append(
+                f'WARNING non-finite grads clamped in {name[len(prefix) :]}: {count} of {value["num"]} steps'
+            )
+    return out
 
 
 def _format_time(seconds: float) -> str:

@@ -12,6 +12,8 @@ import dnnlib
 from torch_utils import misc, training_stats
 from training import cameras, patches
 
+NONFINITE_STAT = 'Progress/nonfinite_grads'  # + '/<phase>': 1 per step whose gradients were clamped, else 0
+
 
 class NonFiniteLoss(RuntimeError):
     """A phase produced a NaN/inf loss or gradient: training must stop (the last snapshot stays good)."""
@@ -88,17 +90,23 @@ def run_phase(s, phase, reals: list, gen_kwargs: dict) -> None:
             value = torch.as_tensor(value, dtype=torch.float32).detach().sum().cpu()
             loss_sum = value if loss_sum is None else loss_sum + value
     phase.module.requires_grad_(False)
-    if not reduce_gradients(phase.module, s.world_size, loss_sum):
+    finite, clamped = reduce_gradients(phase.module, s.world_size, loss_sum)
+    if not finite:
         raise NonFiniteLoss(phase.name)
+    # 1 for a step whose inf/NaN gradients were clamped: stats.jsonl's mean * num counts them per tick.
+    training_stats.report0(f'{NONFINITE_STAT}/{phase.name}', float(clamped))
     phase.opt.step()
 
 
-def reduce_gradients(module: torch.nn.Module, world_size: int, loss_sum: torch.Tensor | None) -> bool:
-    """Average gradients across ranks in place; False if the phase diverged on any rank (the same answer
-    everywhere, so all ranks stop together).
+def reduce_gradients(
+    module: torch.nn.Module, world_size: int, loss_sum: torch.Tensor | None
+) -> tuple[bool, bool]:
+    """Average gradients across ranks in place; returns (finite, clamped), the same on every rank.
 
-    Diverged means a non-finite loss, or NaN gradients when the loss value is unknown. Infinite
-    gradients with a finite loss (a mixed-precision overflow in D) are clamped as StyleGAN2-ADA does.
+    finite is False if the phase diverged on any rank (a non-finite loss, or NaN gradients when the
+    loss value is unknown), so all ranks stop together. Non-finite gradients with a finite loss (a
+    mixed-precision overflow in D) are clamped as StyleGAN2-ADA does, and clamped says so: the loop
+    counts such steps in stats.jsonl and warns in the progress line instead of hiding them.
     """
     params = [p for p in module.parameters() if p.grad is not None]
     device = params[0].device if params else torch.device('cpu')
@@ -110,11 +118,13 @@ def reduce_gradients(module: torch.nn.Module, world_size: int, loss_sum: torch.T
         flat /= world_size
     grads = flat[:-1]
     if not torch.isfinite(flat[-1]) or (not known and bool(torch.isnan(grads).any())):
-        return False
-    torch.nan_to_num(grads, nan=0, posinf=1e5, neginf=-1e5, out=grads)
+        return False, False
+    clamped = not bool(torch.isfinite(grads).all())
+    if clamped:
+        torch.nan_to_num(grads, nan=0, posinf=1e5, neginf=-1e5, out=grads)
     for p, grad in zip(params, grads.split([p.numel() for p in params])):
         p.grad = grad.reshape(p.shape)
-    return True
+    return True, clamped
 
 
 @torch.no_grad()
