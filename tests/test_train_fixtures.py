@@ -120,3 +120,32 @@ def tiny_train_state(G, optimizers: dict, rank: int = 0, world_size: int = 1, **
         optimizers=optimizers, best_metric=None, log=run_dir.RunLog(None, enabled=rank == 0),
         progress=dnnlib.EasyDict(cur_nimg=0, cur_tick=0, batch_idx=0, tick_start_nimg=0, total_time=0.0),
     )  # fmt: skip
+
+
+def _tensors(data: dict) -> dict:
+    """Every tensor of the modules and optimizers of a snapshot, by a readable path."""
+    out = {}
+
+    def walk(prefix, obj):
+        if isinstance(obj, torch.Tensor):
+            out[prefix] = obj
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(f'{prefix}/{k}', v)
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(f'{prefix}/{i}', v)
+
+    walk('modules', data['modules'])
+    walk('optimizers', data['optimizers'])
+    return out
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    """Two snapshots hold bit-identical weights, EMA, optimizer moments, ADA state and counters."""
+    assert a['progress'] == {**b['progress'], 'total_time': a['progress']['total_time']}
+    assert a['ada'] == b['ada']
+    ta, tb = _tensors(a), _tensors(b)
+    assert ta.keys() == tb.keys()
+    for key in ta:
+        assert torch.equal(ta[key], tb[key]), key

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 from click.testing import CliRunner
-from test_train_fixtures import cli_args, make_tiny_setup
+from test_train_fixtures import assert_same_training_state, cli_args, make_tiny_setup
 
 import train
 from metrics import metric_main
@@ -66,25 +66,6 @@ def test_tiny_run_writes_snapshot_stats_events_and_grids(tmp_path):
     assert len(values) == 2 and data['best_metric']['value'] == min(values)
 
 
-def _tensors(data):
-    """Every tensor of the modules and optimizers of a snapshot, by a readable path."""
-    out = {}
-
-    def walk(prefix, obj):
-        if isinstance(obj, torch.Tensor):
-            out[prefix] = obj
-        elif isinstance(obj, dict):
-            for k, v in obj.items():
-                walk(f'{prefix}/{k}', v)
-        elif isinstance(obj, (list, tuple)):
-            for i, v in enumerate(obj):
-                walk(f'{prefix}/{i}', v)
-
-    walk('modules', data['modules'])
-    walk('optimizers', data['optimizers'])
-    return out
-
-
 @pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path):
     full = make_tiny_setup(tmp_path / 'a', kimg=0.048)
@@ -93,6 +74,10 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert _train(part, '--kimg', '0.016').exit_code == 0  # stops after 4 steps
     changed = _train(part, '--kimg', '0.048', '--gamma', '0.5', '--resume', 'latest')
     assert changed.exit_code == 1 and 'option "gamma" is 0.5 here but 0.05 in' in changed.output
+    other_world = _train(part, '--kimg', '0.048', '--gpus', '2', '--batch-gpu', '2', '--resume', 'latest')
+    assert other_world.exit_code == 1 and 'option "num_gpus" is 2 here but 1 in' in other_world.output
+    [run_b] = run_dir.list_runs(part['outdir'])
+    first_snapshot = run_dir.list_snapshots(run_b)[-1]
     result = _train(part, '--kimg', '0.048', '--resume', 'latest')
     assert result.exit_code == 0, result.output
     [run_a], [run_b] = run_dir.list_runs(full['outdir']), run_dir.list_runs(part['outdir'])
@@ -106,12 +91,13 @@ def test_resume_equals_uninterrupted(tmp_path):
                 assert sa[name]['mean'] == sb[name]['mean'], name
     # ... and bit-identical final weights, EMA and optimizer moments.
     final_a = checkpoint.load(run_dir.list_snapshots(run_a)[-1])
-    final_b = checkpoint.load(run_dir.list_snapshots(run_b)[-1])
-    assert final_a['progress'] == {**final_b['progress'], 'total_time': final_a['progress']['total_time']}
-    ta, tb = _tensors(final_a), _tensors(final_b)
-    assert ta.keys() == tb.keys()
-    for key in ta:
-        assert torch.equal(ta[key], tb[key]), key
+    assert_same_training_state(final_a, checkpoint.load(run_dir.list_snapshots(run_b)[-1]))
+    # --resume FILE starts a new run directory from that state and ends in the same place.
+    result = _train(part, '--kimg', '0.048', '--resume', first_snapshot)
+    assert result.exit_code == 0, result.output
+    [_, run_c] = run_dir.list_runs(part['outdir'])
+    assert f'Resumed from {first_snapshot} at kimg 0.016' in open(os.path.join(run_c, 'log.txt')).read()
+    assert_same_training_state(final_a, checkpoint.load(run_dir.list_snapshots(run_c)[-1]))
 
 
 def test_nan_loss_stops_naming_the_phase_and_keeps_the_snapshot(tmp_path, monkeypatch):

@@ -7,8 +7,9 @@ import sys
 import time
 
 import pytest
+import torch
 from click.testing import CliRunner
-from test_train_fixtures import cli_args, make_tiny_setup
+from test_train_fixtures import assert_same_training_state, cli_args, make_tiny_setup
 
 import train
 from torch_utils import checkpoint
@@ -51,10 +52,24 @@ def test_sigterm_writes_a_snapshot_and_the_run_resumes(tmp_path):
     snapshot = run_dir.list_snapshots(run)[-1]  # written by the stop (snap=1000: no regular one since tick 0)
     stopped_at = checkpoint.load(snapshot)['progress']['cur_nimg']
     assert stopped_at > 32 and stopped_at % 4 == 0  # the step after the signal (tick 1 ended at 32 images)
-    result = CliRunner().invoke(
-        train.main, cli_args(setup, '--resume', 'latest', '--kimg', str((stopped_at + 16) / 1000))
-    )
+    # The resumed run (with DataLoader workers now) ends where an uninterrupted run (no workers) ends, with
+    # the same weights, EMA and optimizer moments: the stop lost nothing and the data order did not change.
+    # Bit-exact needs the same float reduction order, so the same thread count as the stopped process.
+    end_kimg = str((stopped_at + 16) / 1000)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = CliRunner().invoke(
+            train.main, cli_args(setup, '--resume', 'latest', '--kimg', end_kimg, '--workers', '1')
+        )
+        straight = make_tiny_setup(tmp_path / 'straight', kimg=100, snap=1000, image_snap=1000)
+        straight_result = CliRunner().invoke(train.main, cli_args(straight, '--kimg', end_kimg))
+    finally:
+        torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     assert f'Resumed from {snapshot} at kimg {stopped_at / 1000:.3f}' in result.output
-    final = checkpoint.load(run_dir.list_snapshots(run)[-1])['progress']['cur_nimg']
-    assert final >= stopped_at + 16 and final % 16 == 0  # runs end at ADA-interval boundaries
+    final = checkpoint.load(run_dir.list_snapshots(run)[-1])
+    assert final['progress']['cur_nimg'] >= stopped_at + 16 and final['progress']['cur_nimg'] % 16 == 0
+    assert straight_result.exit_code == 0, straight_result.output
+    [straight_run] = run_dir.list_runs(straight['outdir'])
+    assert_same_training_state(final, checkpoint.load(run_dir.list_snapshots(straight_run)[-1]))
