@@ -104,10 +104,34 @@ def check_rng_snapshot():
     assert not torch.equal(others[0], others[1])  # the ranks' streams differ
 
 
+def check_gradient_average():
+    """reduce_gradients averages: two ranks, each on its half of a batch, get exactly the gradient of one
+    process on the whole batch (a summed all-reduce would give twice that; ranks agreeing proves neither)."""
+    from training import train_step
+
+    info = distributed.get_info()
+    rank, dev = info.rank, info.device  # gloo on the CPU, or NCCL on cuda:<rank> (the gpu-marked twin)
+    x = torch.arange(8 * 2, dtype=torch.float64, device=dev).reshape(8, 2) / 7 - 1  # the global batch
+    target = torch.linspace(-1, 1, 8, dtype=torch.float64, device=dev).reshape(8, 1)
+    net = torch.nn.Linear(2, 1).double().to(dev)
+    torch.nn.init.constant_(net.weight, 0.3)
+    torch.nn.init.constant_(net.bias, -0.2)
+    (net(x) - target).square().mean().backward()
+    whole = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad(set_to_none=True)
+    half = slice(4 * rank, 4 * rank + 4)  # this rank's share of the batch
+    loss = (net(x[half]) - target[half]).square().mean()
+    loss.backward()
+    assert train_step.reduce_gradients(net, 2, loss.detach()) == (True, False)
+    for p, g in zip(net.parameters(), whole):
+        assert torch.allclose(p.grad.double(), g, rtol=1e-6, atol=1e-7), (p.grad, g)
+
+
 def two_rank_checks(out_dir):
     check_collector(out_dir)
     check_consistency()
     check_rng_snapshot()
+    check_gradient_average()
 
 
 def fail_on_rank1():

@@ -96,6 +96,13 @@ def test_torchrun_with_one_process_needs_no_group(monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason='NCCL needs one GPU per rank: 2 GPUs')
+def test_gradient_average_over_nccl():
+    """The NCCL twin of the gloo check in two_rank_checks: 2 ranks average to the 1-process gradient."""
+    distributed.spawn(_dist_worker.check_gradient_average, 2, timeout_s=180)
+
+
+@pytest.mark.gpu
 def test_single_process_uses_the_gpu(monkeypatch):
     for name in _LAUNCH_VARS:
         monkeypatch.delenv(name, raising=False)
