@@ -167,3 +167,26 @@ def test_train_refuses_crafted_resume_file_options_and_preset(tmp_path):
     )
     assert 'class_name' in line, line
     assert not marker.exists()
+
+
+class _CreatesOnUnpickle:
+    """Unpickling this calls open(path, 'w'): the marker file appears if a loader ever unpickles."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+def test_metric_cache_with_a_pickled_object_is_refused(tmp_path):
+    import numpy as np
+
+    from metrics import metric_utils
+
+    marker = tmp_path / 'ran'
+    path = tmp_path / 'stats.npz'
+    np.savez(path, num_items=np.int64(2), all=np.array([_CreatesOnUnpickle(marker)], dtype=object))
+    with pytest.raises(ValueError, match='allow_pickle=False'):
+        metric_utils.FeatureStats.load(str(path), capture_all=True, capture_mean_cov=False)
+    assert not marker.exists()
