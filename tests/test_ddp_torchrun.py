@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from test_distributed import _LAUNCH_VARS
 from test_train_fixtures import cli_args, make_tiny_setup
 from test_train_signals import _wait_for
 
@@ -14,15 +15,6 @@ from torch_utils import checkpoint, distributed
 from training import run_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_LAUNCH_VARS = (
-    'RANK',
-    'WORLD_SIZE',
-    'LOCAL_RANK',
-    'MASTER_ADDR',
-    'MASTER_PORT',
-    'SLURM_PROCID',
-    'SLURM_NTASKS',
-)
 
 
 @pytest.mark.slow
