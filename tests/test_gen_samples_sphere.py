@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import gen_samples
+from dnnlib import registry
 from torch_utils import checkpoint, misc
 from training import cameras
 
@@ -75,6 +76,9 @@ class _Out(tuple):
     image = property(lambda self: self[0])
     depth = property(lambda self: self[1])
     opacity = property(lambda self: self[2])
+
+
+registry.register('test.SphereGenerator', SphereGenerator)  # snapshots store registered classes only
 
 
 @pytest.fixture(scope='module')

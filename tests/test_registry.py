@@ -13,7 +13,7 @@ from test_gen_samples import TINY
 import calc_metrics
 import gen_samples
 import train
-from dnnlib import registry
+from dnnlib import EasyDict, registry
 from torch_utils import checkpoint
 from training.generator import Generator
 
@@ -71,6 +71,10 @@ def test_plain_data_check_is_on_kinds_not_keys():
     ):
         with pytest.raises(registry.NotPlainDataError, match=__import__('re').escape(where)):
             registry.check_plain(bad, 'G.init_kwargs')
+    from test_checkpoint import TinyNet
+
+    with pytest.raises(TypeError, match=r"test.TinyNet.init_kwargs\['options'\]\['dtype'\] is a torch.dtype"):
+        checkpoint.module_state(TinyNet(options=EasyDict(dropout=0.0, dtype=torch.float16)))  # at save time
 
 
 def test_crafted_snapshot_is_refused_by_load_and_build(tmp_path):

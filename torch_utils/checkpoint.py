@@ -126,9 +126,14 @@ def module_state(module: torch.nn.Module) -> dict:
             f'@misc.record_init_kwargs so that a checkpoint can rebuild it.'
         )
     name = class_name_of(module)
+    init_kwargs = to_plain(dict(module.init_kwargs), f'{name}.init_kwargs', lists=True)
+    try:  # What `load` will demand, refused when writing: a snapshot nobody can open is worse than none.
+        registry.check_plain(init_kwargs, f'{name}.init_kwargs')
+    except registry.NotPlainDataError as err:
+        raise TypeError(f'{err} (store a string or number instead, e.g. a dtype by its name)') from None
     return dict(
         class_name=name,
-        init_kwargs=to_plain(dict(module.init_kwargs), f'{name}.init_kwargs', lists=True),
+        init_kwargs=init_kwargs,
         state_dict=to_plain(module.state_dict(), f'{name}.state_dict'),
     )
 

@@ -85,7 +85,10 @@ def load_latest(run_path: str, log) -> tuple[dict, str]:
 def _check_built_alike(name: str, module: torch.nn.Module, state: dict, source: str) -> None:
     """The module of this run must be the stored class built with the stored kwargs (else the weights mean
     something else, or the file names a class this run would never build)."""
-    stored_class = registry.stable_name(state.get('class_name'))
+    try:
+        stored_class = registry.stable_name(state.get('class_name') if isinstance(state, dict) else None)
+    except registry.UnknownClassError as err:
+        raise checkpoint.CheckpointError(f'{source}: {name}: {err}') from None
     current_class = checkpoint.class_name_of(module)
     if stored_class != current_class:
         raise checkpoint.CheckpointError(
