@@ -194,3 +194,29 @@ def test_metric_cache_with_a_pickled_object_is_refused(tmp_path):
     with pytest.raises(ValueError, match='allow_pickle=False'):
         metric_utils.FeatureStats.load(str(path), capture_all=True, capture_mean_cov=False)
     assert not marker.exists()
+
+
+def test_run_written_with_import_paths_resumes_in_place(tmp_path):
+    from test_train_fixtures import make_tiny_setup
+
+    from training import launch, run_dir
+
+    setup = make_tiny_setup(tmp_path)
+    resolve = dict(
+        outdir=setup['outdir'], cfg=setup['cfg'], data=setup['data'], gpus=1, seed=0, desc=None, flags={}
+    )
+    c = launch.resolve_training_options(resume=None, **resolve)
+    assert c.G_kwargs['class_name'] == 'pgrf.Generator'
+    old = json.loads(json.dumps(c))
+    for key, path in (
+        ('G_kwargs', 'training.generator.Generator'), ('D_kwargs', 'training.discriminator.PatchDiscriminator'),
+        ('dataset_kwargs', 'training.dataset.ImageFolderDataset'),
+        ('camera_prior_kwargs', 'training.cameras.make_camera_prior'),
+    ):  # fmt: skip
+        old[key]['class_name'] = path  # what training_options.json held before stable names
+    run = run_dir.make_run_dir(setup['outdir'], 'old')
+    run_dir.write_options(run, old)
+    open(os.path.join(run, run_dir.snapshot_name(16)), 'wb').close()
+    resumed = launch.resolve_training_options(resume=run, **resolve)  # no "option G_kwargs differs" error
+    assert resumed.G_kwargs['class_name'] == 'training.generator.Generator' and resumed.run_dir == run
+    assert registry.resolve(resumed.D_kwargs['class_name']) is registry.resolve('pgrf.Discriminator')
