@@ -43,6 +43,7 @@ class MetricOptions:
         data_workers=2,  # DataLoader workers for real images.
         seed=0,  # Seed of fake latents and cameras.
         progress=False,  # Show tqdm bars (rank 0 only).
+        fake_images=None,  # A folder or zip of samples used as the fakes instead of G's renders (image metrics).
     ):
         assert 0 <= rank < num_gpus, f'rank {rank} out of range for num_gpus={num_gpus}'
         if camera_source not in ('dataset', 'prior'):
@@ -58,6 +59,7 @@ class MetricOptions:
         self.feature_net, self.cache, self.cache_dir = feature_net, cache, cache_dir
         self.camera_source, self.camera_prior_kwargs = camera_source, dict(camera_prior_kwargs or {})
         self.G_kwargs = dict(G_kwargs or {})
+        self.fake_images = fake_images
         self.batch_size, self.batch_gen, self.data_workers = batch_size, batch_gen, data_workers
         self.seed, self.progress = seed, progress and rank == 0
 
@@ -345,7 +347,12 @@ def compute_real_features(opts: MetricOptions, max_items=None, capture_all=False
 
 
 def compute_fake_features(opts: MetricOptions, num_items: int, capture_all=False, capture_mean_cov=False):
-    """FeatureStats of `num_items` full-resolution renders of G at the dataset's resolution."""
+    """FeatureStats of `num_items` full-resolution renders of G at the dataset's resolution (or of the first
+    `num_items` images of opts.fake_images)."""
+    if opts.fake_images is not None:
+        from metrics import image_set
+
+        return image_set.compute_features(opts, num_items, capture_all, capture_mean_cov)
     net, resolution = get_feature_net(opts), int(get_dataset(opts).resolution)
     stats = FeatureStats(capture_all, capture_mean_cov, max_items=num_items)
     with progress_bar(opts, num_items, 'fake features') as bar:
