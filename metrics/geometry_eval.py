@@ -165,10 +165,11 @@ def load_source_objects(dataset) -> list[dict]:
 
 
 def closest_sample(opts, dataset, items: list[int], latents: torch.Tensor, views: int) -> int:
-    """Index of the latent whose renders best match (pixel MSE) the object's first `views` images."""
+    """Index of the latent whose renders best match (pixel MSE) the object's first `views` images, rendered
+    from those images' view directions at the run's radius and fov (as training and the fakes see them)."""
     idx = items[:views]
     real = torch.stack([torch.as_tensor(dataset[i][0]) for i in idx]).to(opts.device).float() / 127.5 - 1
-    camera = dataset.cameras().select(torch.as_tensor(idx)).to(opts.device)
+    camera = mu.framed_dataset_cameras(opts, dataset.cameras().select(torch.as_tensor(idx))).to(opts.device)
     errors = []
     for z in latents:
         with torch.no_grad():

@@ -228,6 +228,31 @@ def fake_latents(opts: MetricOptions, items: list[int], z_dim: int) -> torch.Ten
     return torch.stack(zs).to(opts.device)
 
 
+def _run_radius_fov(opts: MetricOptions) -> tuple[float | None, float | None]:
+    """The run's camera radius and fov (camera_prior_kwargs); warns when they are missing."""
+    kwargs = opts.camera_prior_kwargs
+    if 'radius' not in kwargs or 'fov' not in kwargs:
+        warnings.warn(
+            "metrics: camera_prior_kwargs has no radius/fov, so fakes use the dataset's raw cameras; "
+            "pass the run's camera_prior_kwargs (they are blank if the dataset's radius is not G's)",
+            stacklevel=3,
+        )
+    return kwargs.get('radius'), kwargs.get('fov')
+
+
+def framed_dataset_cameras(opts: MetricOptions, cameras: Camera) -> Camera:
+    """These dataset cameras as training frames them: each moved along its ray from the origin to the run's
+    radius, with the run's fov (a one-camera DatasetCameraPrior draws exactly that camera)."""
+    from training.cameras import DatasetCameraPrior
+
+    radius, fov = _run_radius_fov(opts)
+    framed = [
+        DatasetCameraPrior(cameras.select(torch.tensor([i])), radius, fov).sample(1)
+        for i in range(cameras.batch_size)
+    ]
+    return Camera.cat(framed)
+
+
 def fake_cameras(opts: MetricOptions, num_items: int) -> Camera:
     """Cameras of all fake items: the dataset's poses drawn with replacement, or samples of the prior.
 
@@ -240,13 +265,8 @@ def fake_cameras(opts: MetricOptions, num_items: int) -> Camera:
     generator = torch.Generator().manual_seed(opts.seed + 12345)
     kwargs = {k: v for k, v in opts.camera_prior_kwargs.items() if k != 'class_name'}
     if opts.camera_source == 'dataset':
-        if 'radius' not in kwargs or 'fov' not in kwargs:
-            warnings.warn(
-                "metrics: camera_prior_kwargs has no radius/fov, so fakes use the dataset's raw cameras; "
-                "pass the run's camera_prior_kwargs (they are blank if the dataset's radius is not G's)",
-                stacklevel=2,
-            )
-        prior = DatasetCameraPrior(get_dataset(opts).cameras(), kwargs.get('radius'), kwargs.get('fov'))
+        radius, fov = _run_radius_fov(opts)
+        prior = DatasetCameraPrior(get_dataset(opts).cameras(), radius, fov)
         return prior.sample(num_items, generator=generator)
     kind = kwargs.pop('kind')
     dataset = get_dataset(opts) if kind == 'dataset' else None
