@@ -50,15 +50,14 @@ def _mesh_dataset(root, source_mesh, views=3, res=32):
     return dict(class_name='training.dataset.ImageFolderDataset', path=os.path.join(root, 'data'))
 
 
+def _opts(data, G=None):
+    G = G or SphereDensityGenerator()
+    return mu.MetricOptions(G=G, dataset_kwargs=data, camera_prior_kwargs=PRIOR, device='cpu', data_workers=0)
+
+
 def _chamfer(tmp_path, source_mesh):
     data = _mesh_dataset(str(tmp_path), source_mesh)
-    opts = mu.MetricOptions(
-        G=SphereDensityGenerator(),
-        dataset_kwargs=data,
-        camera_prior_kwargs=PRIOR,
-        device='cpu',
-        data_workers=0,
-    )
+    opts = _opts(data)
     return geometry_eval.chamfer_to_source_meshes(
         opts, num_candidates=4, views=2, grid_resolution=32, num_points=3000
     )
@@ -77,13 +76,7 @@ def test_chamfer_small_for_the_right_shape_and_large_for_another(tmp_path):
 def test_chamfer_needs_source_meshes(tmp_path):
     data = _mesh_dataset(str(tmp_path), trimesh.creation.icosphere())
     os.remove(tmp_path / 'meta.json')
-    opts = mu.MetricOptions(
-        G=SphereDensityGenerator(),
-        dataset_kwargs=data,
-        camera_prior_kwargs=PRIOR,
-        device='cpu',
-        data_workers=0,
-    )
+    opts = _opts(data)
     with pytest.raises(ValueError, match='rendered from known meshes'):
         geometry_eval.chamfer_to_source_meshes(opts)
 
@@ -95,13 +88,7 @@ class ConstantDensityGenerator(SphereDensityGenerator):
 
 def test_chamfer_counts_samples_without_a_surface(tmp_path):
     data = _mesh_dataset(str(tmp_path), trimesh.creation.icosphere())
-    opts = mu.MetricOptions(
-        G=ConstantDensityGenerator(),
-        dataset_kwargs=data,
-        camera_prior_kwargs=PRIOR,
-        device='cpu',
-        data_workers=0,
-    )
+    opts = _opts(data, ConstantDensityGenerator())
     result = geometry_eval.chamfer_to_source_meshes(opts, num_candidates=2, views=1, grid_resolution=8)
     assert result['chamfer_failed'] == 1 and math.isnan(result['chamfer'])
 
