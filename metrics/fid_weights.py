@@ -6,7 +6,7 @@ scale), in the graph's layer order. We read those tensors straight from the zip 
 unpickler that builds nothing but plain containers and tensors (no `torch.jit.load`, no code from the archive
 runs), map them in order onto `metrics.inception.InceptionV3FID` (bn.weight = 1, bn.bias = beta), and save a
 plain state_dict in the cache. Nothing here imports the package: its file is located through its installed
-metadata, so its undeclared-for-us dependencies (opencv, loguru, ...) are never needed.
+metadata, so its declared dependencies (opencv-python, loguru, ...), unused by PGRF, are never needed.
 """
 
 import collections
