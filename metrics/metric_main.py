@@ -52,6 +52,30 @@ def uses_feature_net(metric: str) -> bool:
     return re.match(r'(fid|kid|pr)\d', metric) is not None
 
 
+# Metrics where a larger value is better (precision/recall, non-flatness); all others are distances or errors.
+_HIGHER_IS_BETTER = re.compile(r'pr\d+k\d+_full|nonflat')
+
+
+def higher_is_better(metric: str) -> bool:
+    return _HIGHER_IS_BETTER.fullmatch(metric) is not None
+
+
+def headline_value(metric: str, results: dict) -> float | None:
+    """The number that ranks snapshots by `metric`: results[metric], else its average (swd: `<name>_avg`),
+    else its first value (pr: precision)."""
+    if not results:
+        return None
+    value = results.get(metric, results.get(f'{metric}_avg', next(iter(results.values()))))
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def is_improvement(metric: str, value: float, best: float | None) -> bool:
+    """Whether `value` of `metric` beats the best so far (None: nothing yet)."""
+    if best is None:
+        return True
+    return value > best if higher_is_better(metric) else value < best
+
+
 def list_valid_metrics() -> list[str]:
     return list(_metric_dict.keys()) + [example for _, example in _dynamic.values()]
 

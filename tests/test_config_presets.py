@@ -9,7 +9,7 @@ from training import config
 # Every option of the paper's FFHQ 256^2 run (§3.4, Appendix B), as resolved from configs/ffhq256.yaml.
 PAPER = dict(
     dataset='ffhq256', batch=64, batch_gpu=None, gamma=0.05, kimg=25000, tick=4, snap=50, image_snap=50,
-    metrics=['fid50k_full'], mirror=None, aug='ada', p=0.2, target=0.6, ada_interval=4, ada_kimg=500,
+    metrics=['fid2k_full'], mirror=None, aug='ada', p=0.2, target=0.6, ada_interval=4, ada_kimg=500,
     workers=3, fp32=False, glr=0.002, dlr=0.002, betas=[0.0, 0.99], r1_interval=16, ema_kimg=20,
     ema_rampup=0.05, patch_res=64, patch_dist='beta', beta_end=0.8, anneal_kimg=10000, hyper_mod=True,
     hyper_mod_mode='output', patch_cond=False, blur_sigma=0.0, triplane_res=512, ray_steps=48, bg=False,

@@ -13,7 +13,7 @@ from training.patches import full_image_patch_params, patch_pixel_centres
 def _render_sphere(camera, res=64, radius=0.6, view_dependent=0.0):
     """Ray-cast a textured sphere at the origin: image [N,3,r,r] in [-1,1], ray depth, opacity."""
     N = camera.batch_size
-    params = full_image_patch_params(N, dtype=torch.float64)
+    params = full_image_patch_params(N, dtype=torch.float64, device=camera.cam2world.device)
     uv = patch_pixel_centres(params, res).reshape(N, res * res, 2)  # [N, r, r, 2] -> [N, r*r, 2]
     origins, dirs = pixels_to_rays(uv, camera.to(torch.float64))
     b = (origins * dirs).sum(-1)
@@ -109,14 +109,16 @@ def _icosphere_like(n=12):
     return verts, torch.tensor(faces)
 
 
-def test_chamfer_of_mesh_with_itself_is_zero():
+def test_chamfer_self_distance_is_the_sampling_floor():
+    """Independent samples of one mesh: a floor that shrinks as 1/sqrt(points), blind to position and scale."""
     mesh = _icosphere_like()
-    assert gm.mesh_chamfer_distance(mesh, mesh, num_points=2000) == 0.0
-    # Normalization removes translation and uniform scale.
-    moved = (mesh[0] * 3 + torch.tensor([1.0, 2.0, -1.0]), mesh[1])
-    assert gm.mesh_chamfer_distance(mesh, moved, num_points=2000) < 1e-6
+    floors = [gm.mesh_chamfer_distance(mesh, mesh, num_points=n) for n in (750, 3000)]
+    assert 0.02 < floors[1] < 0.045 and floors[1] / floors[0] == pytest.approx(0.5, abs=0.1), floors
+    assert gm.mesh_chamfer_distance(mesh, mesh, num_points=3000, seed=5) == pytest.approx(floors[1], rel=0.1)
+    moved = (mesh[0] * 3 + torch.tensor([1.0, 2.0, -1.0]), mesh[1])  # normalization removes these
+    assert gm.mesh_chamfer_distance(mesh, moved, num_points=3000) == pytest.approx(floors[1], rel=1e-6)
     squashed = (mesh[0] * torch.tensor([1.0, 0.5, 1.0]), mesh[1])
-    assert gm.mesh_chamfer_distance(mesh, squashed, num_points=2000) > 0.05
+    assert gm.mesh_chamfer_distance(mesh, squashed, num_points=3000) > 2 * floors[1]
 
 
 def test_chamfer_matches_bruteforce_and_known_offset():

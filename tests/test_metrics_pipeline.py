@@ -283,3 +283,33 @@ def test_cuda_gives_the_cpu_numbers(tmp_path):
     for name, values in cpu.items():
         tolerance = 1 / 32 if name == 'pr' else 1e-4  # one of 64 points may flip at a k-NN radius
         assert cuda[name] == pytest.approx(values, rel=1e-3, abs=tolerance), name
+
+
+@pytest.mark.parametrize(
+    'metric, values, best',
+    [('pr1k3_full', [0.5, 0.7, 0.6], 0.7), ('nonflat', [1.0, 2.0, 1.5], 2.0), ('fid2k_full', [30, 20, 25], 20),
+     ('mvc', [0.03, 0.01, 0.02], 0.01), ('swd1k', [5.0, 3.0, 4.0], 3.0)],
+)  # fmt: skip
+def test_training_keeps_the_best_value_in_each_metrics_direction(metric, values, best, monkeypatch):
+    """PR and nonflat are higher-is-better; the rest are distances. swd ranks by its average, pr by precision."""
+    from types import SimpleNamespace
+
+    from training import training_loop
+
+    def results(value):
+        if metric.startswith('pr'):
+            return {f'{metric}_precision': value, f'{metric}_recall': 1 - value}
+        if metric.startswith('swd'):
+            return {f'{metric}_16': 100 - value, f'{metric}_avg': value}  # the first key is not the headline
+        return {metric: value}
+
+    pending = iter(values)
+    monkeypatch.setattr(
+        metric_main, 'calc_metric', lambda **kw: dict(metric=metric, results=results(next(pending)))
+    )
+    c = SimpleNamespace(metrics=[metric], dataset_kwargs={}, camera_prior_kwargs={}, run_dir=None)
+    s = SimpleNamespace(c=c, G_ema=None, world_size=1, rank=0, device='cpu', best_metric=None)
+    for kimg, _ in enumerate(values):
+        s.progress = SimpleNamespace(cur_nimg=kimg * 1000)
+        training_loop.maybe_evaluate(s, None)
+    assert s.best_metric == dict(name=metric, value=best, kimg=values.index(best))

@@ -157,15 +157,10 @@ def maybe_evaluate(s, snapshot_path: str | None) -> None:
         )  # fmt: skip
         if s.rank == 0:
             metric_main.report_metric(result, run_dir=s.c.run_dir, snapshot_path=snapshot_path)
-        value = _metric_value(result, metric)
-        if i == 0 and value is not None and (s.best_metric is None or value < s.best_metric['value']):
+        value = metric_main.headline_value(metric, result.get('results', {}))
+        best = s.best_metric['value'] if s.best_metric else None
+        if i == 0 and value is not None and metric_main.is_improvement(metric, value, best):
             s.best_metric = dict(name=metric, value=value, kimg=s.progress.cur_nimg / 1000)
-
-
-def _metric_value(result, metric: str) -> float | None:
-    values = result.get('results', {}) if isinstance(result, dict) else getattr(result, 'results', {})
-    value = values.get(metric, next(iter(values.values()), None)) if values else None
-    return float(value) if isinstance(value, (int, float)) else None
 
 
 def end_tick(s, tick_time: float, final: bool) -> None:
