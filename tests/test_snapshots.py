@@ -111,3 +111,18 @@ def test_snapshot_names_are_unique_inside_one_kimg_and_sort_by_images():
     ]  # fmt: skip
     assert [run_dir.snapshot_nimg(n) for n in names] == [16, 32, 1000, 1016, 12000]
     assert run_dir.snapshot_nimg('network-snapshot-12.pt.tmp') is None
+
+
+def test_input_stream_continues_across_world_sizes(tmp_path):
+    """The global batch's input stream is restored whatever the world size (it is one for all ranks)."""
+    s = tiny_train_state(TinyNet(), {}, run_dir=str(tmp_path))
+    torch.rand(5, generator=s.input_stream)  # the run has drawn some inputs before the snapshot
+    path = snapshots.save_snapshot(s)
+    expected = torch.rand(4, generator=s.input_stream)  # what the uninterrupted run draws next
+    data = checkpoint.load(path)
+    two_ranks = dict(data, rng=dict(data['rng'], world_size=2, states=data['rng']['states'] * 2))
+    for rank in range(2):
+        resumed = tiny_train_state(TinyNet(), {}, rank=rank, world_size=2)
+        resumed.log = Lines()
+        snapshots.restore(resumed, two_ranks, path)
+        assert torch.equal(torch.rand(4, generator=resumed.input_stream), expected)

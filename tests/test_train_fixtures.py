@@ -112,10 +112,11 @@ def ddp_worker(c: dict, out_dir: str) -> None:
 def tiny_train_state(G, optimizers: dict, rank: int = 0, world_size: int = 1, **c):
     """A TrainState as training_loop.setup makes it, holding only G and its optimizers (snapshot unit tests)."""
     import dnnlib
-    from training import run_dir
+    from training import run_dir, train_step
 
+    c = dnnlib.EasyDict(dict(seed=0, run_dir=None), **c)
     return dnnlib.EasyDict(
-        c=dnnlib.EasyDict(dict(seed=0, run_dir=None), **c), rank=rank, world_size=world_size,
+        c=c, rank=rank, world_size=world_size, input_stream=train_step.make_input_stream(c.seed),
         device=torch.device('cpu'), G=G, D=None, G_ema=None, augment_pipe=None, ada=None,
         optimizers=optimizers, best_metric=None, log=run_dir.RunLog(None, enabled=rank == 0),
         progress=dnnlib.EasyDict(cur_nimg=0, cur_tick=0, batch_idx=0, tick_start_nimg=0, total_time=0.0),

@@ -92,6 +92,7 @@ class Generator(torch.nn.Module):
         point_chunk: int = 262144,      # Points decoded at once.
         checkpoint_res: int | None = 128,  # Recompute synthesis blocks at res >= this in backward; None = never.
         checkpoint_decode: bool = True, # Recompute the decoder in backward (keeps only points and outputs).
+        train_jitter: bool = True,      # Random sample depths in training; False = bin middles (a deterministic G).
     ):  # fmt: skip
         super().__init__()
         if not (0 < scene_bounds and 0 < ray_start < ray_end):
@@ -103,6 +104,7 @@ class Generator(torch.nn.Module):
         self.img_resolution, self.patch_resolution = img_resolution, patch_resolution
         self.scene_bounds = scene_bounds
         self.ray_chunk, self.point_chunk, self.checkpoint_decode = ray_chunk, point_chunk, checkpoint_decode
+        self.train_jitter = train_jitter
         self.bg_samples, self.bg_radius = bg_samples, bg_radius
         self.synthesis = TriPlaneSynthesis(
             w_dim,
@@ -142,7 +144,8 @@ class Generator(torch.nn.Module):
         (default patch_resolution), or the full image (default img_resolution) when patch_params is None.
 
         num_samples_multiplier scales both sample counts (higher-quality inference renders); jitter
-        (random sample positions) defaults to self.training; ray_chunk overrides the constructor's.
+        (random sample positions) defaults to training mode with train_jitter; ray_chunk overrides the
+        constructor's.
         """
         N = camera.batch_size
         misc.assert_shape(planes, [N, 3, None, None, None])
@@ -157,7 +160,7 @@ class Generator(torch.nn.Module):
         opts = rendering.RayMarchOptions(
             self.march.ray_start, self.march.ray_end, self.march.num_coarse * num_samples_multiplier,
             self.march.num_fine * num_samples_multiplier, self.march.background, self.march.last_to_infinity,
-            self.training if jitter is None else jitter,
+            (self.training and self.train_jitter) if jitter is None else jitter,
         )  # fmt: skip
         origins, dirs = rendering.patch_rays(
             camera.to(planes.device), patch_params.to(planes.device), resolution

@@ -7,11 +7,13 @@ The one writer and reader of training snapshots. A snapshot is plain data:
          optimizers=dict(G=..., D=...),                              # checkpoint.optimizer_state
          ada=AdaController.state_dict() or None,
          training_options={...}, progress={cur_nimg, cur_tick, batch_idx, tick_start_nimg, total_time},
-         rng=dict(world_size=W, device_type='cpu' | 'cuda', states=[every rank's RNG state]),
+         rng=dict(world_size=W, device_type='cpu' | 'cuda', states=[every rank's RNG state],
+                  inputs=the global batch's input stream state, one for all ranks),
          best_metric=dict(name, value, kimg) or None)
 
 `--resume` continues bit-for-bit when the world size, the device type and the torch build match the
-run that wrote it; otherwise every rank is reseeded deterministically and a warning says so.
+run that wrote it; otherwise the global input stream continues, every rank's own stream is reseeded
+deterministically, and a warning says so.
 """
 
 import os
@@ -48,7 +50,12 @@ def make_snapshot(s) -> dict:
         ada=s.ada.state_dict() if s.ada is not None else None,
         training_options=dict(s.c),
         progress={key: s.progress[key] for key in PROGRESS_KEYS},
-        rng=dict(world_size=s.world_size, device_type=s.device.type, states=rng_states),
+        rng=dict(
+            world_size=s.world_size,
+            device_type=s.device.type,
+            states=rng_states,
+            inputs=s.input_stream.get_state(),
+        ),
         best_metric=s.best_metric,
     )
 
@@ -136,14 +143,22 @@ def restore(s, data: dict, source: str) -> None:
 
 
 def restore_rng(s, rng: dict) -> None:
-    """This rank's stored RNG state when the run is set up as the one that wrote it; else a reseed and a warning."""
+    """This rank's stored RNG state when the run is set up as the one that wrote it; else a reseed and a warning.
+
+    The input stream (latents, cameras, patches of the global batch) is one for all ranks, so it
+    continues exactly on any world size; snapshots from before it existed reseed it by step.
+    """
+    if rng.get('inputs') is not None:
+        s.input_stream.set_state(rng['inputs'])
+    else:
+        s.input_stream.manual_seed(s.input_stream.initial_seed() + s.progress.batch_idx)
     saved = (rng['world_size'], rng.get('device_type', s.device.type))  # format 1 did not record the device
     if saved == (s.world_size, s.device.type):
         misc.set_rng_state(rng['states'][s.rank])
         return
     s.log.print(
         f'WARNING: the snapshot was written by {saved[0]} process(es) on {saved[1]}, this run has '
-        f'{s.world_size} on {s.device.type}; random streams are reseeded, so the continuation is '
-        'statistically but not bit-wise the same as the original run'
+        f"{s.world_size} on {s.device.type}; latents, cameras and patches continue exactly, but G's noise "
+        'and the augmentations are reseeded, so the continuation is statistically, not bit-wise, the same'
     )
     misc.set_seed(s.c.seed * s.world_size + s.rank + s.progress.batch_idx)

@@ -12,6 +12,7 @@ import dnnlib
 from torch_utils import misc, training_stats
 from training import cameras, patches
 
+INPUT_STREAM_OFFSET = 2**40  # the input stream's seed is c.seed + this: unrelated to the init-weight stream
 NONFINITE_STAT = 'Progress/nonfinite_grads'  # + '/<phase>': 1 per step whose gradients were clamped, else 0
 
 
@@ -45,12 +46,39 @@ def real_angles(labels: torch.Tensor) -> torch.Tensor:
     return torch.stack([yaw, pitch], dim=1)
 
 
+def make_input_stream(seed: int) -> torch.Generator:
+    """The random stream of G's inputs and the patch parameters: one stream for the global batch.
+
+    Every rank holds the same stream and keeps its own slice of each draw (`rank_slice`), so the
+    global batch (latents, cameras, patches) is the same for any number of processes, and a resume
+    continues it on any world size. G's own noise and D's augmentations use each rank's stream.
+    """
+    return torch.Generator().manual_seed(seed + INPUT_STREAM_OFFSET)
+
+
+def rank_slice(s, x):
+    """This rank's rows of a draw for the global round [world_size * batch_gpu, ...]: rows rank::world_size.
+
+    Strided, like the real images' sampler (data_iter.InfiniteSampler), so reals and their patch
+    parameters stay paired, and the minibatch-stddev groups (sample i in group i mod N/G, the patch
+    sampler's groups too) are the same groups as in a single process with the whole batch.
+    """
+    if isinstance(x, cameras.Camera):
+        return x.select(slice(s.rank, None, s.world_size)).to(s.device)
+    return x[s.rank :: s.world_size].to(s.device)
+
+
+def draw_patch_params(s) -> torch.Tensor:
+    """Patch parameters (s, dx, dy) for this rank's share of one global round, at cur_nimg. [batch_gpu, 3]"""
+    N = s.batch_gpu * s.world_size
+    return rank_slice(s, s.patch_sampler.sample(N, s.progress.cur_nimg, generator=s.input_stream))
+
+
 def prepare_reals(s, real_batches: list) -> list:
     """Crop one patch per real image at parameters drawn from the schedule at cur_nimg."""
     rounds = []
     for batch in real_batches:
-        N = batch.images.shape[0]
-        params = s.patch_sampler.sample(N, s.progress.cur_nimg, device=s.device)
+        params = draw_patch_params(s)
         img = patches.crop_patches(batch.images, params, s.c.patch_res)  # [N, 3, r, r]
         s.tick_scales.append(params[:, 0].detach().cpu())
         rounds.append(dnnlib.EasyDict(img=img, params=params, angles=real_angles(batch.labels)))
@@ -60,10 +88,11 @@ def prepare_reals(s, real_batches: list) -> list:
 def gen_inputs(s) -> list:
     """Latents, cameras from the camera prior, and patch parameters for each accumulation round."""
     rounds = []
+    N = s.batch_gpu * s.world_size  # one global round; this rank keeps its rows
     for _ in range(s.num_rounds):
-        z = torch.randn(s.batch_gpu, s.G.z_dim, device=s.device)
-        camera = s.camera_prior.sample(s.batch_gpu, device=s.device)
-        params = s.patch_sampler.sample(s.batch_gpu, s.progress.cur_nimg, device=s.device)
+        z = rank_slice(s, torch.randn(N, s.G.z_dim, generator=s.input_stream))
+        camera = rank_slice(s, s.camera_prior.sample(N, generator=s.input_stream))
+        params = draw_patch_params(s)
         rounds.append(dnnlib.EasyDict(z=z, camera=camera, params=params))
     return rounds
 

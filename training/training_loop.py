@@ -52,6 +52,7 @@ def setup_data(s) -> None:
     s.patch_sampler = make_patch_sampler(**c.sampler_kwargs)
     s.batch_gpu = c.batch_gpu
     s.num_rounds = c.batch // (c.batch_gpu * s.world_size)
+    s.input_stream = train_step.make_input_stream(c.seed)  # the same on every rank (a resume restores it)
 
 
 def setup(c, rank: int, world_size: int, device) -> dnnlib.EasyDict:

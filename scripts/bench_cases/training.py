@@ -40,6 +40,7 @@ def build_state(preset: str, device, batch: int | None = None) -> dnnlib.EasyDic
     s.camera_prior = dnnlib.construct_class_by_name(**c.camera_prior_kwargs, dataset=None)
     s.patch_sampler = make_patch_sampler(**c.sampler_kwargs)
     s.batch_gpu, s.num_rounds = c.batch_gpu, c.batch // c.batch_gpu
+    s.input_stream = train_step.make_input_stream(c.seed)
     return s
 
 
