@@ -28,9 +28,12 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def build_state(preset: str, device, batch: int | None = None) -> dnnlib.EasyDict:
-    """A TrainState as training_loop.setup builds it, without a dataset (random reals instead)."""
-    opts = config.resolve(config.load_preset(preset), dict(batch=batch, batch_gpu=batch))
+def build_state(preset: str, device, batch: int | None = None, **flags) -> dnnlib.EasyDict:
+    """A TrainState as training_loop.setup builds it, without a dataset (random reals instead).
+
+    `flags`: training options (precision, checkpoint, ...) as train.py's flags; None = the preset's.
+    """
+    opts = config.resolve(config.load_preset(preset), dict(batch=batch, batch_gpu=batch, **flags))
     dp = derive.load_dataset_preset(opts.dataset, preset)
     c = derive.model_kwargs(opts, dp, opts.batch_gpu or opts.batch, preset)
     c.seed = 0
@@ -98,14 +101,18 @@ def _case(preset: str, batch: int | None, default_repeats: int):
         torch.manual_seed(0)
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(device)
-        s = build_state(preset, device, batch)
+        flags = {k: args.get(k) for k in OPTION_FLAGS}
+        s = build_state(preset, device, batch, **flags)
         result = time_step(s, repeats)
         return dict(
             preset=preset, batch=s.c.batch, peak_memory_gb=_peak_memory_gb(device), **result,
+            precision=s.c.resolved_precision, checkpoint_res=s.c.G_kwargs['checkpoint_res'],
         )  # fmt: skip
 
     return case
 
+
+OPTION_FLAGS = ('precision', 'g_fp32', 'checkpoint')  # training options scripts/bench.py can set
 
 CASES = {
     'training_step_paper': _case('ffhq256', batch=4, default_repeats=1),
