@@ -83,7 +83,7 @@ def run_case(name, fn, args) -> dict:
         device=args['device'],
         threads=args['threads'],
         malloc=args['malloc'],
-        omp_wait_policy=os.environ.get('OMP_WAIT_POLICY', 'default (active)'),
+        omp_wait_policy=os.environ.get('OMP_WAIT_POLICY', 'default'),
         code_root=args.get('code_root') or ROOT,
         load_avg_1min=os.getloadavg()[0],
         host=platform.node(),
@@ -104,8 +104,8 @@ def run_case(name, fn, args) -> dict:
 )
 @click.option('--malloc', type=click.Choice(['thp', 'heap', 'default']), default='thp', show_default=True,
               help='How large CPU tensors get memory (see setup_allocator).')  # fmt: skip
-@click.option('--wait-policy', 'wait_policy', type=click.Choice(['passive', 'active']), default='passive', show_default=True,
-              help='OpenMP idle threads sleep (passive, what train.py sets) or spin (active, the library default).')  # fmt: skip
+@click.option('--wait-policy', 'wait_policy', type=click.Choice(['passive', 'default']), default='passive', show_default=True,
+              help="OpenMP idle threads sleep (passive, what train.py sets) or the library's default (spin, then sleep).")  # fmt: skip
 @click.option(
     '--isolate/--no-isolate', default=True, show_default=True, help='Run each case in its own process.'
 )
