@@ -234,9 +234,8 @@ class SynthesisLayer(torch.nn.Module):
         )
         if self.use_noise and noise_mode != 'none':
             if noise_mode == 'random':
-                noise = torch.randn(
-                    N, 1, self.resolution, self.resolution, device=x.device
-                )  # fp32: exact grads
+                # float32 in every precision: noise_strength's gradient is a sum over all its pixels
+                noise = torch.randn(N, 1, self.resolution, self.resolution, device=x.device)
             else:
                 noise = self.noise_const[None, None]
             x = x.add_(noise * self.noise_strength)
