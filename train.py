@@ -17,7 +17,8 @@ os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')
 
 import click  # noqa: E402
 
-from training import config, launch, run_dir
+from torch_utils import threads as threads_lib  # noqa: E402
+from training import config, launch, run_dir  # noqa: E402
 
 
 def _flags(**kw) -> dict:
@@ -61,15 +62,21 @@ def _flags(**kw) -> dict:
 @click.option('--ray-steps', 'ray_steps', help='Coarse (= fine) samples per ray  [preset: 48]', type=click.IntRange(min=2))
 @click.option('--bg/--no-bg', 'bg', default=None, help='NeRF++ background model  [preset: off]')
 @click.option('--camera-cond/--no-camera-cond', 'camera_cond', default=None, help='Condition D on yaw/pitch  [preset]')
-@click.option('--fp32', help='Disable mixed precision in D', type=bool, metavar='BOOL')
+@click.option('--fp32', help='Legacy: true = --precision fp32', type=bool, metavar='BOOL')
+@click.option('--precision', help="Conv precision of G's synthesis and D; auto = bf16 on CPUs/GPUs with native bf16, fp16 on V100-class GPUs, else fp32  [preset: auto]", type=click.Choice(config.CHOICES['precision']))
+@click.option('--g-fp32', 'g_fp32', help="Keep G's synthesis fp32 (the paper: G fp32, D mixed)  [preset: false]", type=bool, metavar='BOOL')
+@click.option('--checkpoint', help="Recompute G's high-res synthesis blocks in backward; auto = when --memory-budget-gb needs it  [preset: auto]", type=click.Choice(config.CHOICES['checkpoint']))
+@click.option('--memory-budget-gb', 'memory_budget_gb', help='Synthesis activation memory above which --checkpoint auto recomputes  [preset: 4]', type=click.FloatRange(min=0, min_open=True))
+@click.option('--threads', help='CPU threads per process (OpenMP/MKL); idle threads sleep, so processes sharing cores degrade gracefully  [default: one per core]', type=click.IntRange(min=1))
 # Misc.
 @click.option('--resume', help="Resume: 'latest', a run directory, or a snapshot file", metavar='WHAT')
 @click.option('--seed', help='Random seed', type=int, default=0, show_default=True)
 @click.option('--desc', help='String appended to the run directory name', metavar='STR')
 @click.option('--dry-run', 'dry_run', is_flag=True, help='Print the resolved options and exit')
 # fmt: on
-def main(outdir, cfg, data, gpus, resume, seed, desc, dry_run, metrics, **kw):
+def main(outdir, cfg, data, gpus, resume, seed, desc, dry_run, metrics, threads, **kw):
     """Train a tri-plane NeRF GAN on r x r patches of random scale (EpiGRAF)."""
+    threads_lib.configure(threads)  # before torch loads (the option resolution below imports it)
     try:
         if kw['gamma'] is not None:
             kw['gamma'] = config.parse_gamma(kw['gamma'])

@@ -83,6 +83,9 @@ def run_case(name, fn, args) -> dict:
         device=args['device'],
         threads=args['threads'],
         malloc=args['malloc'],
+        omp_wait_policy=os.environ.get('OMP_WAIT_POLICY', 'default'),
+        code_root=args.get('code_root') or ROOT,
+        load_avg_1min=os.getloadavg()[0],
         host=platform.node(),
         cpu_count=os.cpu_count(),
     )
@@ -101,14 +104,52 @@ def run_case(name, fn, args) -> dict:
 )
 @click.option('--malloc', type=click.Choice(['thp', 'heap', 'default']), default='thp', show_default=True,
               help='How large CPU tensors get memory (see setup_allocator).')  # fmt: skip
+@click.option('--wait-policy', 'wait_policy', type=click.Choice(['passive', 'default']), default='passive', show_default=True,
+              help="OpenMP idle threads sleep (passive, what train.py sets) or the library's default (spin, then sleep).")  # fmt: skip
 @click.option(
     '--isolate/--no-isolate', default=True, show_default=True, help='Run each case in its own process.'
 )
+@click.option(
+    '--precision',
+    type=click.Choice(['auto', 'fp32', 'bf16', 'fp16']),
+    help="Training cases: the --precision option  [default: the preset's]",
+)
+@click.option(
+    '--g-fp32',
+    'g_fp32',
+    type=bool,
+    metavar='BOOL',
+    help="Training cases: keep G's synthesis fp32 (the paper's setting)",
+)
+@click.option(
+    '--checkpoint',
+    type=click.Choice(['auto', 'on', 'off']),
+    help="Training cases: gradient checkpointing of G's synthesis",
+)
+@click.option(
+    '--profile',
+    is_flag=True,
+    default=None,
+    help='Training cases: print torch.profiler tables per phase (stderr).',
+)
+@click.option(
+    '--code-root',
+    'code_root',
+    metavar='DIR',
+    help='Import the project from DIR (another checkout, e.g. main) with these cases.',
+)
 @click.option('--list', 'list_only', is_flag=True, help='List the case names and exit.')
-def main(pattern, device, repeat, threads, malloc, isolate, list_only):
+def main(pattern, device, repeat, threads, malloc, wait_policy, isolate, list_only, code_root, **options):
     """Run the benchmark cases whose names match --case; print one JSON line per case."""
     malloc = setup_allocator(malloc)  # before any case module imports torch
     sys.path.insert(0, ROOT)
+    from torch_utils import threads as threads_lib
+
+    threads_lib.configure(threads, passive=wait_policy == 'passive')
+    if code_root is not None:  # after this harness's own helpers are imported, the project comes from there
+        sys.path.insert(0, os.path.abspath(code_root))
+        for name in [m for m in sys.modules if m.split('.')[0] in ('torch_utils', 'dnnlib')]:
+            del sys.modules[name]
     cases = discover_cases()
     selected = [name for name in cases if re.search(pattern, name)]
     if list_only:
@@ -119,12 +160,19 @@ def main(pattern, device, repeat, threads, malloc, isolate, list_only):
     import dnnlib
 
     args = dnnlib.EasyDict(
-        device=device, repeat=repeat, threads=threads, malloc=malloc
+        device=device, repeat=repeat, threads=threads, malloc=malloc, code_root=code_root, **options
     )  # args.x and args['x']
+    flag = lambda k: f'--{k.replace("_", "-")}'  # noqa: E731
+    option_args = [
+        a
+        for k, v in options.items()
+        if v is not None
+        for a in ([flag(k)] if k == 'profile' else [flag(k), str(v)])
+    ]
     for name in selected:
         if isolate and len(selected) > 1:
             cmd = [sys.executable, os.path.abspath(__file__), '--case', f'^{re.escape(name)}$', '--device', device,
-                   '--repeat', str(repeat), '--threads', str(threads), '--malloc', malloc.split(' ')[0], '--no-isolate']  # fmt: skip
+                   '--repeat', str(repeat), '--threads', str(threads), '--malloc', malloc.split(' ')[0], '--wait-policy', wait_policy, '--no-isolate', *option_args, *(['--code-root', code_root] if code_root else [])]  # fmt: skip
             rc = subprocess.run(cmd, check=False).returncode
             if rc != 0:
                 print(json.dumps(dict(case=name, error=f'child process exited with status {rc}')), flush=True)

@@ -96,3 +96,27 @@ def test_load_cuda_twin_refuses_cpu_tensors_with_one_warning(monkeypatch):
     monkeypatch.setattr(custom_ops, '_warned', set())
     with pytest.warns(RuntimeWarning, match='my_op: impl="cuda" falls back .* not on a CUDA device'):
         assert custom_ops.load_cuda_twin('my_op', torch.zeros(1), dict(module_name='x', sources=[])) is None
+
+
+def test_layers_and_conv2d_resample_thread_impl_to_the_twins(fake_plugins):
+    """impl='cuda' on a layer reaches the upfirdn2d and bias_act twins, with the ref path's values."""
+    from torch_utils.ops import conv2d_resample
+    from training.layers import Conv2dLayer, FullyConnectedLayer
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 8, 8)
+    FakeUpFirDn2dPlugin.calls.clear()
+    for kw in (dict(down=2), dict(up=2)):
+        ref = Conv2dLayer(4, 6, 3, activation='lrelu', **kw)
+        twin = Conv2dLayer(4, 6, 3, activation='lrelu', impl='cuda', **kw)
+        twin.load_state_dict(ref.state_dict())
+        torch.testing.assert_close(twin(x), ref(x))
+    assert len(FakeUpFirDn2dPlugin.calls) == 2  # one filtering per resampling layer went to the twin
+    fc_ref, fc_twin = (
+        FullyConnectedLayer(4, 3, activation='lrelu'),
+        FullyConnectedLayer(4, 3, activation='lrelu', impl='cuda'),
+    )
+    fc_twin.load_state_dict(fc_ref.state_dict())
+    torch.testing.assert_close(fc_twin(x[:, :, 0, 0]), fc_ref(x[:, :, 0, 0]))
+    with pytest.raises(ValueError, match='impl must be'):
+        conv2d_resample.conv2d_resample(x, torch.randn(3, 4, 3, 3), impl='gpu')

@@ -40,7 +40,11 @@ DEFAULTS = dict(
     ada_interval=4,  # Adjust ADA p every this many steps.
     ada_kimg=500,  # ADA speed: p can go 0 -> 1 in this many kimg.
     workers=3,  # DataLoader worker processes per process.
-    fp32=False,  # Disable mixed precision in D (G is always fp32).
+    fp32=False,  # Legacy switch: true = precision fp32 (no low precision anywhere).
+    precision='auto',  # Conv precision of G's synthesis and D: auto | fp32 | bf16 | fp16 (torch_utils/precision.py).
+    g_fp32=False,  # Keep G's synthesis in fp32 (the paper's setting: G fp32, D mixed); D follows `precision`.
+    checkpoint='auto',  # Recompute G's high-res synthesis blocks in backward: auto (if memory needs it) | on | off.
+    memory_budget_gb=4.0,  # For checkpoint=auto: checkpoint when the synthesis activations would exceed this.
     glr=0.002,  # G learning rate (paper: 0.002; the public code: 0.0025).
     dlr=0.002,  # D learning rate (paper: 0.002).
     betas=[0.0, 0.99],  # Adam betas for G and D (paper: 0, 0.99).
@@ -75,6 +79,8 @@ CHOICES = dict(
     aug=('ada', 'noaug', 'fixed'),
     patch_dist=('beta', 'uniform', 'discrete'),
     hyper_mod_mode=('output', 'input'),
+    precision=('auto', 'fp32', 'bf16', 'fp16'),
+    checkpoint=('auto', 'on', 'off'),
 )
 
 
@@ -187,6 +193,7 @@ def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> N
         if opts[key] not in choices:
             raise ConfigError(f'{source}: {key} must be one of {", ".join(choices)}, got {opts[key]!r}')
     opts.gamma = parse_gamma(opts.gamma, source)
+    _check_positive(opts, ['memory_budget_gb'], source)
     if not 0 <= opts.target <= 1 or not 0 <= opts.p <= 1:
         raise ConfigError(f'--target and p must lie in [0, 1], got target={opts.target}, p={opts.p}')
     if opts.batch % num_gpus != 0:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from torch_utils import misc
+from torch_utils import precision as precision_lib
 from torch_utils.ops import bias_act, conv2d_resample
 from training.hypernet import HyperNetwork
 from training.layers import Conv2dLayer, FourierFeatures, FullyConnectedLayer
@@ -197,8 +198,11 @@ class PatchDiscriminator(torch.nn.Module):
         patch_num_freqs=6,  # Octaves of the patch Fourier features for patch_cond.
         cmap_dim=512,  # Width of the conditioning vector.
         cond_num_layers=2,  # Layers of the conditioning MLP.
+        precision='fp16',  # Conv blocks: fp16 = the num_fp16_res highest in fp16 on CUDA (paper) | bf16 = all in bf16 | fp32.
     ):
         super().__init__()
+        self.precision = precision  # the hypernetwork, conditioning and epilogue always run in fp32
+        num_fp16_res = num_fp16_res if precision == 'fp16' else 0
         _check_resolutions(img_resolution, patch_resolution)
         if hyper_mod_mode not in ('output', 'input'):
             raise ValueError(
@@ -274,9 +278,11 @@ class PatchDiscriminator(torch.nn.Module):
             misc.assert_shape(camera_angles, [N, 2])
         sigmas = self.modulations(patch_params)
         x = None
-        for i, block in enumerate(self.blocks):
-            prefix = f'blocks.{i}.'
-            block_sigmas = {k[len(prefix) :]: v for k, v in sigmas.items() if k.startswith(prefix)}
-            x = block(x, img, block_sigmas)
+        with precision_lib.autocast(img.device, 'bf16' if self.precision == 'bf16' else 'fp32'):
+            for i, block in enumerate(self.blocks):
+                prefix = f'blocks.{i}.'
+                block_sigmas = {k[len(prefix) :]: v for k, v in sigmas.items() if k.startswith(prefix)}
+                x = block(x, img, block_sigmas)
+        x = x.to(img.dtype)  # back from the blocks' compute dtype
         cmap = self.mapping(camera_angles, patch_params) if self.mapping is not None else None
         return self.epilogue(x, cmap, sigmas.get('epilogue.conv'))  # [N, 1]

@@ -93,6 +93,7 @@ class Generator(torch.nn.Module):
         checkpoint_res: int | None = 128,  # Recompute synthesis blocks at res >= this in backward; None = never.
         checkpoint_decode: bool = True, # Recompute the decoder in backward (keeps only points and outputs).
         train_jitter: bool = True,      # Random sample depths in training; False = bin middles (a deterministic G).
+        precision: str = 'fp32',        # Synthesis convs: fp32 (paper) | bf16 | fp16; mapping, decoder, compositing stay fp32.
     ):  # fmt: skip
         super().__init__()
         if not (0 < scene_bounds and 0 < ray_start < ray_end):
@@ -115,6 +116,7 @@ class Generator(torch.nn.Module):
             use_noise,
             conv_clamp,
             checkpoint_res,
+            precision=precision,
         )
         self.decoder = TriPlaneDecoder(plane_channels, decoder_hidden, density_shift)
         self.background_mlp = BackgroundMLP(w_dim, bg_hidden) if bg_model else None

@@ -27,8 +27,10 @@ class FullyConnectedLayer(torch.nn.Module):
         activation='linear',    # Activation name from bias_act.activation_funcs.
         lr_multiplier=1,        # Learning-rate multiplier of weight and bias.
         bias_init=0,            # Initial value of the bias (a number or a list of out_features numbers).
+        impl='ref',             # Op twin for bias_act: 'ref' (default until a GPU run verifies 'cuda') or 'cuda'.
     ):  # fmt: skip
         super().__init__()
+        self.impl = impl
         if activation not in bias_act.activation_funcs:
             raise ValueError(f'FullyConnectedLayer: unknown activation "{activation}"')
         self.in_features = in_features
@@ -50,7 +52,7 @@ class FullyConnectedLayer(torch.nn.Module):
                 b = b * self.bias_gain
         if self.activation == 'linear' and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act.bias_act(x.matmul(w.t()), b, act=self.activation)
+        return bias_act.bias_act(x.matmul(w.t()), b, act=self.activation, impl=self.impl)
 
     def extra_repr(self):
         return (
@@ -77,8 +79,10 @@ class Conv2dLayer(torch.nn.Module):
         conv_clamp=None,                # Clamp the output to +-conv_clamp (scaled by forward's gain); None = off.
         channels_last=False,            # Store the weight in channels_last memory format?
         trainable=True,                 # False = weight and bias are buffers (fixed).
+        impl='ref',                     # Op twins (bias_act, upfirdn2d): 'ref' (default until verified) or 'cuda'.
     ):  # fmt: skip
         super().__init__()
+        self.impl = impl
         if activation not in bias_act.activation_funcs:
             raise ValueError(f'Conv2dLayer: unknown activation "{activation}"')
         self.in_channels = in_channels
@@ -110,11 +114,12 @@ class Conv2dLayer(torch.nn.Module):
         b = self.bias.to(x.dtype) if self.bias is not None else None
         flip_weight = self.up == 1  # Transposed-conv friendly kernel orientation for upsampling layers.
         x = conv2d_resample.conv2d_resample(
-            x, w.to(x.dtype), self.resample_filter, self.up, self.down, self.padding, flip_weight=flip_weight
-        )
+            x, w.to(x.dtype), self.resample_filter, self.up, self.down, self.padding, flip_weight=flip_weight,
+            impl=self.impl,
+        )  # fmt: skip
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act.bias_act(x, b, act=self.activation, gain=act_gain, clamp=act_clamp)
+        return bias_act.bias_act(x, b, act=self.activation, gain=act_gain, clamp=act_clamp, impl=self.impl)
 
     def extra_repr(self):
         return (
@@ -138,6 +143,7 @@ def modulated_conv2d(
     demodulate=True,        # Normalize each output channel's modulated weight to unit norm?
     flip_weight=True,       # True = correlation (torch conv2d), False = convolution.
     fused_modconv=True,     # One grouped conv over the batch (True) or scale activations instead (False).
+    impl='ref',             # Op twin of the resampling filter: 'ref' (default until verified) or 'cuda'.
 ):  # fmt: skip
     """StyleGAN2 weight (de)modulation: w'_{n,o,i} = w_{o,i} * s_{n,i}, then / ||w'_{n,o}|| if demodulate."""
     N = x.shape[0]
@@ -166,7 +172,7 @@ def modulated_conv2d(
         # Scale activations instead of weights: one shared conv, then per-sample output scales.
         x = x * styles.to(x.dtype).reshape(N, Cin, 1, 1)
         x = conv2d_resample.conv2d_resample(
-            x, weight.to(x.dtype), resample_filter, up, down, padding, flip_weight=flip_weight
+            x, weight.to(x.dtype), resample_filter, up, down, padding, flip_weight=flip_weight, impl=impl
         )
         if demodulate:
             x = x * dcoefs.to(x.dtype).reshape(N, Cout, 1, 1)
@@ -178,7 +184,7 @@ def modulated_conv2d(
     x = x.reshape(1, N * Cin, *x.shape[2:])  # [1, N*Cin, H, W]
     w = w.reshape(N * Cout, Cin, kh, kw)  # [N*Cout, Cin, kh, kw]
     x = conv2d_resample.conv2d_resample(
-        x, w.to(x.dtype), resample_filter, up, down, padding, groups=N, flip_weight=flip_weight
+        x, w.to(x.dtype), resample_filter, up, down, padding, groups=N, flip_weight=flip_weight, impl=impl
     )
     x = x.reshape(N, Cout, *x.shape[2:])  # [N, Cout, H', W']
     if noise is not None:

@@ -16,6 +16,7 @@ import torch
 import torch.utils.checkpoint
 
 from torch_utils import misc
+from torch_utils import precision as precision_lib
 from torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
 from training.layers import FullyConnectedLayer
 
@@ -146,10 +147,16 @@ class _BiasActInplace(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         (y,) = ctx.saved_tensors
-        dx = dy * torch.where(y > 0, ctx.gain, ctx.alpha * ctx.gain) if ctx.alpha != 1 else dy * ctx.gain
+        dx = torch.where(y > 0, dy, dy * ctx.alpha) if ctx.alpha != 1 else dy  # stays in dy's dtype
+        if ctx.gain != 1:
+            dx = dx * ctx.gain
         if ctx.clamp is not None:
-            dx = dx.masked_fill_(y.abs() >= ctx.clamp, 0)
-        return dx, dx.sum(dim=[0, 2, 3]), None, None, None
+            dx = (
+                dx.masked_fill(y.abs() >= ctx.clamp, 0)
+                if dx is dy
+                else dx.masked_fill_(y.abs() >= ctx.clamp, 0)
+            )
+        return dx, dx.sum(dim=[0, 2, 3], dtype=torch.float32), None, None, None
 
 
 def bias_act_inplace(x, b, alpha=0.2, gain=math.sqrt(2), clamp=None):
@@ -157,7 +164,7 @@ def bias_act_inplace(x, b, alpha=0.2, gain=math.sqrt(2), clamp=None):
     return _BiasActInplace.apply(x, b, alpha, gain, clamp)
 
 
-def modulated_conv(x, weight, styles, up=1, padding=0, resample_filter=None, demodulate=True):
+def modulated_conv(x, weight, styles, up=1, padding=0, resample_filter=None, demodulate=True, fused=None):
     """StyleGAN2 modulated conv (as `layers.modulated_conv2d`) choosing the form that keeps least for backward.
 
     x [N, Cin, H, W], weight [Cout, Cin, k, k], styles [N, Cin]. Demodulation coefficients come from
@@ -165,6 +172,8 @@ def modulated_conv(x, weight, styles, up=1, padding=0, resample_filter=None, dem
     product. Fused (one grouped conv on per-sample weights) keeps that product (N Cout Cin k^2 floats);
     unfused (scale activations, shared conv, scale outputs) keeps its scaled input and its output: the
     smaller one is used when gradients are recorded (at 512 channels and 32^2 that saves 36 MB a layer).
+    `fused` None chooses that way; True/False force a form. Styles and demodulation stay float32; the conv
+    runs in x's dtype (bf16/fp16 in low precision).
     """
     N, Cin, H, W = x.shape
     Cout, _, kh, kw = weight.shape
@@ -173,17 +182,23 @@ def modulated_conv(x, weight, styles, up=1, padding=0, resample_filter=None, dem
     dcoefs = None
     if demodulate:
         dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, Cout]
-    fused = N == 1 or not torch.is_grad_enabled() or Cout * Cin * kh * kw <= (Cin + Cout * up * up) * H * W
+    if fused is None:
+        fused = (
+            N == 1 or not torch.is_grad_enabled() or Cout * Cin * kh * kw <= (Cin + Cout * up * up) * H * W
+        )
+    dtype = x.dtype
     if not fused:
         x = conv2d_resample.conv2d_resample(
-            x * styles.reshape(N, Cin, 1, 1), weight, resample_filter, up=up, padding=padding,
-            flip_weight=flip_weight,
+            x * styles.to(dtype).reshape(N, Cin, 1, 1), weight.to(dtype), resample_filter, up=up,
+            padding=padding, flip_weight=flip_weight,
         )  # fmt: skip
-        return x * dcoefs.reshape(N, Cout, 1, 1) if demodulate else x
+        return x * dcoefs.to(dtype).reshape(N, Cout, 1, 1) if demodulate else x
     scale = (
         styles[:, None, :] if dcoefs is None else styles[:, None, :] * dcoefs[:, :, None]
     )  # [N, Cout|1, Cin]
-    w = (weight[None] * scale[..., None, None]).reshape(N * Cout, Cin, kh, kw)  # [N*Cout, Cin, kh, kw]
+    w = (
+        (weight[None] * scale[..., None, None]).reshape(N * Cout, Cin, kh, kw).to(dtype)
+    )  # [N*Cout, Cin, kh, kw]
     x = conv2d_resample.conv2d_resample(
         x.reshape(1, N * Cin, H, W),
         w,
@@ -219,7 +234,8 @@ class SynthesisLayer(torch.nn.Module):
         )
         if self.use_noise and noise_mode != 'none':
             if noise_mode == 'random':
-                noise = torch.randn(N, 1, self.resolution, self.resolution, dtype=x.dtype, device=x.device)
+                # float32 in every precision: noise_strength's gradient is a sum over all its pixels
+                noise = torch.randn(N, 1, self.resolution, self.resolution, device=x.device)
             else:
                 noise = self.noise_const[None, None]
             x = x.add_(noise * self.noise_strength)
@@ -273,15 +289,21 @@ class SynthesisBlock(torch.nn.Module):
         self.to_planes = ToPlanesLayer(out_channels, out_planes, w_dim, conv_clamp)
         self.num_conv = 1 if self.is_first else 2
 
-    def forward(self, x, img, ws, noise_mode='random'):
-        """ws [N, num_conv + 1, w_dim] (the last one drives to_planes) -> (x, img) at this resolution."""
+    def forward(
+        self, x, img, ws, noise_mode='random', dtype=torch.float32, memory_format=torch.contiguous_format
+    ):
+        """ws [N, num_conv + 1, w_dim] (the last one drives to_planes) -> (x, img) at this resolution.
+
+        The convs run in `dtype` with activations in `memory_format`; the skip output img stays float32
+        (StyleGAN2's mixed-precision recipe: the sum of every block's planes is where precision accrues).
+        """
         if self.is_first:
-            x = self.const[None].expand(ws.shape[0], -1, -1, -1)
+            x = self.const[None].expand(ws.shape[0], -1, -1, -1).to(dtype, memory_format=memory_format)
         else:
             x = self.conv0(x, ws[:, 0], noise_mode)
         x = self.conv1(x, ws[:, self.num_conv - 1], noise_mode)
         y = self.to_planes(x, ws[:, self.num_conv])
-        img = y if img is None else upsample2x(img).add_(y)
+        img = y.float() if img is None else upsample2x(img).add_(y)
         return x, img
 
 
@@ -305,6 +327,8 @@ class TriPlaneSynthesis(torch.nn.Module):
         conv_clamp: float | None = 256, # Clamp conv outputs to +-conv_clamp; None = off.
         checkpoint_res: int | None = 128,  # Recompute blocks at res >= this in backward; None = never.
         checkpoint_batch: int = 1,      # Samples per recomputed slice.
+        precision: str = 'fp32',        # Conv precision: fp32 (paper) | bf16 | fp16 (CUDA; fp32 on CPU); see torch_utils/precision.py.
+        channels_last: bool | None = None,  # Activations in channels_last; None = where it pays (low precision).
     ):  # fmt: skip
         super().__init__()
         log2 = math.log2(plane_resolution)
@@ -314,6 +338,10 @@ class TriPlaneSynthesis(torch.nn.Module):
             )
         self.w_dim, self.plane_resolution, self.plane_channels = w_dim, plane_resolution, plane_channels
         self.checkpoint_res, self.checkpoint_batch = checkpoint_res, checkpoint_batch
+        if precision not in precision_lib.DTYPES:
+            raise ValueError(f'TriPlaneSynthesis: precision must be fp32, bf16 or fp16, got {precision!r}')
+        self.precision = precision
+        self.channels_last = precision != 'fp32' if channels_last is None else channels_last
         self.resolutions = [2**i for i in range(2, int(log2) + 1)]
         channels = {res: min(channel_base // res, channel_max) for res in self.resolutions}
         self.blocks = torch.nn.ModuleList()
@@ -331,6 +359,12 @@ class TriPlaneSynthesis(torch.nn.Module):
         misc.assert_shape(ws, [N, self.num_ws, self.w_dim])
         if noise_mode not in ('random', 'const', 'none'):
             raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
+        # DEVIATION: precision='bf16'/'fp16' runs the synthesis convs in low precision (the paper's G is
+        # fp32); tests/test_precision.py bounds the difference in planes and gradients.
+        fmt = dict(
+            dtype=precision_lib.compute_dtype(self.precision, ws.device),
+            memory_format=torch.channels_last if self.channels_last else torch.contiguous_format,
+        )
         x = img = None
         w_idx = 0
         for block in self.blocks:
@@ -338,9 +372,10 @@ class TriPlaneSynthesis(torch.nn.Module):
             w_idx += block.num_conv
             if self._checkpointed(block):
                 keep_x = block is not self.blocks[-1]  # the last block's features are not needed
-                x, img = self._run_checkpointed(block, x, img, block_ws, noise_mode, keep_x)
+                x, img = self._run_checkpointed(block, x, img, block_ws, noise_mode, keep_x, fmt)
             else:
-                x, img = block(x, img, block_ws, noise_mode)
+                x, img = block(x, img, block_ws, noise_mode, **fmt)
+        img = img.contiguous()  # the decoder samples planes in NCHW
         return img.reshape(N, 3, self.plane_channels, self.plane_resolution, self.plane_resolution)
 
     def _checkpointed(self, block) -> bool:
@@ -348,21 +383,36 @@ class TriPlaneSynthesis(torch.nn.Module):
             return False
         return block.resolution >= self.checkpoint_res
 
-    def _run_checkpointed(self, block, x, img, ws, noise_mode, keep_x: bool = True):
+    def _run_checkpointed(self, block, x, img, ws, noise_mode, keep_x: bool, fmt: dict):
         """Run `block` on slices of the batch, each recomputed in backward; outputs are written into
         preallocated tensors so that no second full-size copy (a concatenation) is ever made."""
         N = ws.shape[0]
         x_out = img_out = None
+
+        def run(x, img, ws):
+            return block(x, img, ws, noise_mode, **fmt)
+
         for i in range(0, N, self.checkpoint_batch):
             part = slice(i, i + self.checkpoint_batch)
             x_part, img_part = torch.utils.checkpoint.checkpoint(
-                block, x[part], img[part], ws[part], noise_mode, use_reentrant=False
+                run, x[part], img[part], ws[part], use_reentrant=False
             )
             if img_out is None:
-                img_out = img_part.new_empty(N, *img_part.shape[1:])
-                x_out = x_part.new_empty(N, *x_part.shape[1:]) if keep_x else None
+                img_out = _empty_like_batch(img_part, N)
+                x_out = _empty_like_batch(x_part, N) if keep_x else None
             img_out[part] = img_part
             if keep_x:
                 x_out[part] = x_part
             del x_part, img_part
         return x_out, img_out
+
+
+def _empty_like_batch(part: torch.Tensor, N: int) -> torch.Tensor:
+    """An uninitialized [N, ...] tensor with the dtype and memory format (NCHW or channels_last) of `part`."""
+    fmt = (
+        torch.channels_last
+        if part.dim() == 4 and part.is_contiguous(memory_format=torch.channels_last)
+        else None
+    )
+    out = part.new_empty(N, *part.shape[1:])
+    return out.contiguous(memory_format=fmt) if fmt is not None else out

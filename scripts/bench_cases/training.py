@@ -28,9 +28,12 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def build_state(preset: str, device, batch: int | None = None) -> dnnlib.EasyDict:
-    """A TrainState as training_loop.setup builds it, without a dataset (random reals instead)."""
-    opts = config.resolve(config.load_preset(preset), dict(batch=batch, batch_gpu=batch))
+def build_state(preset: str, device, batch: int | None = None, **flags) -> dnnlib.EasyDict:
+    """A TrainState as training_loop.setup builds it, without a dataset (random reals instead).
+
+    `flags`: training options (precision, checkpoint, ...) as train.py's flags; None = the preset's.
+    """
+    opts = config.resolve(config.load_preset(preset), dict(batch=batch, batch_gpu=batch, **flags))
     dp = derive.load_dataset_preset(opts.dataset, preset)
     c = derive.model_kwargs(opts, dp, opts.batch_gpu or opts.batch, preset)
     c.seed = 0
@@ -62,34 +65,57 @@ def _peak_memory_gb(device) -> float:
 
 
 def time_step(s, repeats: int) -> dict:
-    """Median ms of each phase over `repeats` timed runs (after one warm-up), and the amortized step."""
+    """Median ms of each phase over `repeats` timed runs (after one warm-up), and the amortized step.
+
+    Wall time and this process's CPU time (user + system, all threads): on a shared machine the CPU time
+    is the steadier measure of the work done, the wall time what a user waits.
+    """
     gen_kwargs = dict(density_noise_std=0.0)
     reals = train_step.prepare_reals(s, random_reals(s))
-    times = {phase.name: [] for phase in s.phases}
-    times['G_ema'] = []
+    names = [phase.name for phase in s.phases] + ['G_ema']
+    wall, cpu = {k: [] for k in names}, {k: [] for k in names}
     for i in range(repeats + 1):
-        for phase in s.phases:
+        for name in names:
+            phase = next((p for p in s.phases if p.name == name), None)
             _sync(s.device)
-            t0 = time.perf_counter()
-            train_step.run_phase(s, phase, reals, gen_kwargs)
+            t0, c0 = time.perf_counter(), time.process_time()
+            if phase is None:
+                train_step.update_ema(s)
+            else:
+                train_step.run_phase(s, phase, reals, gen_kwargs)
             _sync(s.device)
-            times[phase.name].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        train_step.update_ema(s)
-        _sync(s.device)
-        times['G_ema'].append(time.perf_counter() - t0)
-        if i == 0:
-            times = {k: [] for k in times}  # drop the warm-up
-    ms = {k: sorted(v)[len(v) // 2] * 1000 for k, v in times.items()}
+            if i > 0:  # the first round is the warm-up
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
     weight = {p.name: 1 / p.interval for p in s.phases} | {'G_ema': 1.0}
+    median = lambda v: sorted(v)[len(v) // 2] * 1000  # noqa: E731
+    ms = {k: median(v) for k, v in wall.items()}
+    cpu_ms = {k: median(v) for k, v in cpu.items()}
     step_ms = sum(ms[k] * weight[k] for k in ms)
     return dict(
         step_ms=step_ms,
         images_per_s=s.c.batch / (step_ms / 1000),
         phase_ms=ms,
         phase_share={k: ms[k] * weight[k] / step_ms for k in ms},
+        step_cpu_ms=sum(cpu_ms[k] * weight[k] for k in cpu_ms),
+        phase_cpu_ms=cpu_ms,
         r1_interval=s.c.r1_interval,
     )
+
+
+def profile_phases(s, row_limit: int = 15) -> None:
+    """One more step with torch.profiler, a table of the top ops by self CPU time per phase on stderr."""
+    from torch.profiler import ProfilerActivity, profile
+
+    reals = train_step.prepare_reals(s, random_reals(s))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if s.device.type == 'cuda' else [])
+    sort_by = 'self_cuda_time_total' if s.device.type == 'cuda' else 'self_cpu_time_total'
+    for phase in s.phases:
+        with profile(activities=activities, profile_memory=True) as prof:
+            train_step.run_phase(s, phase, reals, dict(density_noise_std=0.0))
+            _sync(s.device)
+        table = prof.key_averages().table(sort_by=sort_by, row_limit=row_limit, max_name_column_width=36)
+        print(f'--- profile of {phase.name} ---\n{table}', file=sys.stderr, flush=True)
 
 
 def _case(preset: str, batch: int | None, default_repeats: int):
@@ -99,14 +125,21 @@ def _case(preset: str, batch: int | None, default_repeats: int):
         torch.manual_seed(0)
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(device)
-        s = build_state(preset, device, batch)
+        flags = {k: args.get(k) for k in OPTION_FLAGS if args.get(k) is not None}
+        s = build_state(preset, device, batch, **flags)
         result = time_step(s, repeats)
+        if args.get('profile'):
+            profile_phases(s)
         return dict(
             preset=preset, batch=s.c.batch, peak_memory_gb=_peak_memory_gb(device), **result,
+            precision=s.c.get('resolved_precision', 'fp32 (G), fp16 on CUDA (D)'),
+            checkpoint_res=s.c.G_kwargs.get('checkpoint_res', 'default'),
         )  # fmt: skip
 
     return case
 
+
+OPTION_FLAGS = ('precision', 'g_fp32', 'checkpoint')  # training options scripts/bench.py can set
 
 CASES = {
     'training_step_paper': _case('ffhq256', batch=4, default_repeats=1),

@@ -44,11 +44,22 @@ def _pair(v, name):
     return v
 
 
+def _autocast_inputs(x, w):
+    """Under torch.autocast, cast x and w to its dtype up front: the backward passes run outside autocast,
+    so the tensors they save must already agree in dtype (else a bf16 gradient meets a float32 weight)."""
+    device_type = x.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return x, w
+    dtype = torch.get_autocast_dtype(device_type)
+    return x.to(dtype), w.to(dtype)
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """Same as torch.nn.functional.conv2d (numeric padding only), honouring no_weight_gradients()."""
     if isinstance(padding, str):
         raise ValueError('conv2d_gradfix.conv2d: padding must be numbers, not "same"/"valid"')
     params = (_pair(stride, 'stride'), _pair(padding, 'padding'), _pair(dilation, 'dilation'), int(groups))
+    input, weight = _autocast_inputs(input, weight)
     y = _Conv2d.apply(input, weight, params)
     if bias is not None:
         y = y + bias.reshape([1, -1, 1, 1])
@@ -64,6 +75,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         int(groups),
         _pair(output_padding, 'output_padding'),
     )
+    input, weight = _autocast_inputs(input, weight)
     y = _ConvTranspose2d.apply(input, weight, params)
     if bias is not None:
         y = y + bias.reshape([1, -1, 1, 1])

@@ -41,7 +41,12 @@ def _full_padding(f, up, down, padding):
     return px0, px1, py0, py1
 
 
-def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False):
+IMPLS = ('ref', 'cuda')
+
+
+def conv2d_resample(
+    x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False, impl='ref'
+):
     """Upsample by `up`, convolve with `w`, downsample by `down`, with FIR filter `f` for the resampling.
 
     Args:
@@ -53,9 +58,13 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
         groups:      Convolution groups.
         flip_weight: True = correlation (as torch conv2d), False = true convolution.
         flip_filter: Correlate with `f` instead of convolving.
+        impl:        Twin of the FIR filtering (upfirdn2d): 'ref' (default, pure PyTorch) or 'cuda' (opt-in
+                     until a GPU run verifies it; falls back to 'ref' with one warning).
     Returns:
         [N, Cout, H', W'].
     """
+    if impl not in IMPLS:
+        raise ValueError(f'conv2d_resample: impl must be "ref" or "cuda", got {impl!r}')
     if not (isinstance(up, int) and isinstance(down, int) and up >= 1 and down >= 1):
         raise ValueError(f'conv2d_resample: up and down must be ints >= 1, got up={up!r}, down={down!r}')
     if not (isinstance(w, torch.Tensor) and w.ndim == 4):
@@ -73,10 +82,10 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
     kh, kw = w.shape[2:]
 
     if up == 1 and down == 1:
-        return _conv_padded(x, w, P, groups, flip_weight)
+        return _conv_padded(x, w, P, groups, flip_weight, impl)
     if up == 1:
         # Filter (with all the padding), then a strided conv: filtering and conv commute.
-        x = upfirdn2d.upfirdn2d(x, f, padding=P, flip_filter=flip_filter)
+        x = upfirdn2d.upfirdn2d(x, f, padding=P, flip_filter=flip_filter, impl=impl)
         return conv2d_gradfix.conv2d(x, _flipped(w, flip_weight), stride=down, groups=groups)
     if down == 1:
         # A transposed conv does zero-insertion + conv in one op; then filter with the remaining padding.
@@ -84,21 +93,21 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
         x = conv2d_gradfix.conv_transpose2d(x, wt, stride=up, groups=groups)
         px0, px1, py0, py1 = P
         rest = [px0 - kw + 1, px1 + up - kw, py0 - kh + 1, py1 + up - kh]
-        return upfirdn2d.upfirdn2d(x, f, padding=rest, gain=up**2, flip_filter=flip_filter)
-    return _conv2d_resample_generic(x, w, f, up, down, P, groups, flip_weight, flip_filter)
+        return upfirdn2d.upfirdn2d(x, f, padding=rest, gain=up**2, flip_filter=flip_filter, impl=impl)
+    return _conv2d_resample_generic(x, w, f, up, down, P, groups, flip_weight, flip_filter, impl)
 
 
-def _conv_padded(x, w, P, groups, flip_weight):
+def _conv_padded(x, w, P, groups, flip_weight, impl='ref'):
     """Plain conv with arbitrary (asymmetric, possibly negative) padding."""
     px0, px1, py0, py1 = P
     if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
         return conv2d_gradfix.conv2d(x, _flipped(w, flip_weight), padding=[py0, px0], groups=groups)
-    x = upfirdn2d.upfirdn2d(x, None, padding=P)
+    x = upfirdn2d.upfirdn2d(x, None, padding=P, impl=impl)
     return conv2d_gradfix.conv2d(x, _flipped(w, flip_weight), groups=groups)
 
 
-def _conv2d_resample_generic(x, w, f, up, down, P, groups, flip_weight, flip_filter):
+def _conv2d_resample_generic(x, w, f, up, down, P, groups, flip_weight, flip_filter, impl='ref'):
     """The specification, step by step (see the module docstring)."""
-    x = upfirdn2d.upfirdn2d(x, f, up=up, padding=P, gain=up**2, flip_filter=flip_filter)
+    x = upfirdn2d.upfirdn2d(x, f, up=up, padding=P, gain=up**2, flip_filter=flip_filter, impl=impl)
     x = conv2d_gradfix.conv2d(x, _flipped(w, flip_weight), groups=groups)
-    return upfirdn2d.upfirdn2d(x, f, down=down, flip_filter=flip_filter)
+    return upfirdn2d.upfirdn2d(x, f, down=down, flip_filter=flip_filter, impl=impl)
