@@ -216,3 +216,14 @@ def test_checkpoint_round_trip(tmp_path):
     D2 = checkpoint.build_module(checkpoint.load(path)['modules']['D']).eval()
     img, params, angles = _inputs()
     assert torch.equal(D(img, params, angles), D2(img, params, angles))
+
+
+def test_class_conditioning_projects_a_one_hot_class():
+    torch.manual_seed(8)
+    D = disc.PatchDiscriminator(**TINY, c_dim=3).eval()
+    img, params, _ = _inputs()
+    c0, c1 = torch.eye(3)[[0, 0, 0, 0]], torch.eye(3)[[1, 1, 1, 1]]
+    assert D.mapping.c_dim == 3 and D.mapping.mlp.embed.in_features == 3 * (8 + 6) + 3
+    assert (D(img, params, c=c0) - D(img, params, c=c1)).abs().min() > 1e-7
+    with pytest.raises(ValueError, match='class labels'):
+        D(img, params)
