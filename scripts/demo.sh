@@ -30,9 +30,11 @@ $py gen_samples.py images --network "$snapshot" --seeds 0-15 --camera random:1 -
 $py gen_samples.py video --network "$snapshot" --seeds 0-3 --trajectory orbit --frames 60 --fps 20 --outdir "$out/video"
 $py gen_samples.py geometry --network "$snapshot" --seeds 0 --resolution 128 --outdir "$out/mesh"
 metric=${PGRF_DEMO_METRIC:-fid1k_full}
+curve=""
 if [ "$metric" != none ]; then
     echo "== demo: $metric of every snapshot against the demo dataset"
     $py calc_metrics.py --run "$run" --snapshots all --metrics "$metric" --quiet
-    $py scripts/demo_report.py "$run" --metric "$metric" --out "$out/${metric%%_*}.png" --target 90
+    curve="${metric%%_*}.png"
+    $py scripts/demo_report.py "$run" --metric "$metric" --out "$out/$curve" --target 90
 fi
-echo "demo: done; results in $out/ (training-grid.png, images/, video/, mesh/, ${metric%%_*}.png)"
+echo "demo: done; results in $out/ (training-grid.png, images/, video/, mesh/${curve:+, $curve})"
