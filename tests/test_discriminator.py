@@ -227,3 +227,17 @@ def test_class_conditioning_projects_a_one_hot_class():
     assert (D(img, params, c=c0) - D(img, params, c=c1)).abs().min() > 1e-7
     with pytest.raises(ValueError, match='class labels'):
         D(img, params)
+
+
+def test_adapter_init_scales_the_initial_modulation_and_zero_still_learns():
+    img, params, _ = _inputs(n=8)
+    spread = {}
+    for scale in (1.0, 0.1):
+        torch.manual_seed(9)
+        D = disc.PatchDiscriminator(**TINY, hyper_adapter_init=scale)
+        spread[scale] = torch.cat([(s - 1).flatten() for s in D.modulations(params).values()]).abs().mean()
+    assert spread[0.1] < 0.2 * spread[1.0]  # tanh is near-linear at small scale: sigma - 1 shrinks ~10x
+    D = disc.PatchDiscriminator(**TINY, hyper_adapter_init=0.0)
+    assert all(torch.equal(s, torch.ones_like(s)) for s in D.modulations(params).values())
+    D(img, params).sum().backward()  # W_l = 0 still gets a gradient (p is non-zero), so H can learn
+    assert all(a.weight.grad.abs().max() > 0 for a in D.hyper.adapters.values())

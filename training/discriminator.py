@@ -192,6 +192,7 @@ class PatchDiscriminator(torch.nn.Module):
         hyper_dim=512,  # Width of the hypernetwork and of p.
         hyper_num_layers=2,  # Layers of the hypernetwork MLP.
         hyper_lr_multiplier=0.01,  # Learning-rate multiplier of the hypernetwork MLP (B.1: mapping network's).
+        hyper_adapter_init=1.0,  # Initial scale of the adapters W_l (1: public code; 0: sigma = 1 at init).
         hyper_table_dim=256,  # Learned table width per patch scalar (embedding 3 * (256 + 20) = 828).
         hyper_num_freqs=10,  # Sin/cos pairs per patch scalar.
         camera_cond=False,  # Condition on (yaw, pitch) by projection (App. B.1; FFHQ and Cats).
@@ -231,7 +232,7 @@ class PatchDiscriminator(torch.nn.Module):
         self.hyper = None
         if hyper_mod:
             hyper = (self.patch_embed.out_features, hyper_dim, hyper_num_layers, hyper_lr_multiplier)
-            self.hyper = HyperNetwork(self.modulated_channels(), *hyper)
+            self.hyper = HyperNetwork(self.modulated_channels(), *hyper, adapter_init=hyper_adapter_init)
 
     def _build_blocks(self, channels, num_fp16_res, conv_clamp) -> torch.nn.ModuleList:
         """One block per block of a full-resolution D, each with that block's channel widths.

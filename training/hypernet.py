@@ -81,6 +81,7 @@ class HyperNetwork(torch.nn.Module):
         hyper_dim=512,  # Width of p and of the MLP.
         num_layers=2,  # MLP depth (App. B.1: 2, like G's mapping network).
         lr_multiplier=0.01,  # Learning-rate multiplier of the MLP (B.1: like the mapping network).
+        adapter_init=1.0,  # Scale of the adapters' initial weights W_l (1 = the public code's; 0 = sigma = 1).
     ):
         super().__init__()
         self.mlp = ConditionMLP(in_features, hyper_dim, num_layers, lr_multiplier)
@@ -89,6 +90,12 @@ class HyperNetwork(torch.nn.Module):
         self.adapters = torch.nn.ModuleDict(
             {key: FullyConnectedLayer(hyper_dim, layer_channels[name]) for name, key in self.names.items()}
         )
+        # With adapter_init 1, tanh starts saturated (sigma spans 0.01-1.99) and, since the embedding's table
+        # rows are independent random vectors, differs at random between neighbouring patches: noise D must
+        # first learn away. A smaller scale starts D closer to the standard one (W_l = 0: exactly).
+        with torch.no_grad():
+            for adapter in self.adapters.values():
+                adapter.weight.mul_(adapter_init)
 
     def forward(self, embedding: torch.Tensor) -> dict:
         p = self.mlp(embedding)  # [N, hyper_dim]
