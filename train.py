@@ -54,7 +54,7 @@ def _flags(**kw) -> dict:
 @click.option('--beta-end', 'beta_end', help='Final beta(T) of Beta(1, beta(t))  [preset: 0.8]', type=click.FloatRange(min=0, min_open=True))
 @click.option('--anneal-kimg', 'anneal_kimg', help='Scale annealing length T in kimg  [preset: 10000]', type=click.FloatRange(min=0, min_open=True))
 @click.option('--hyper-mod/--no-hyper-mod', 'hyper_mod', default=None, help='Hypernetwork-modulated D  [preset: on]')
-@click.option('--hyper-mod-mode', 'hyper_mod_mode', help="Where sigma modulates: each conv's outputs (Eq. 2) or conv1's inputs per block (public code)  [preset: output]", type=click.Choice(config.CHOICES['hyper_mod_mode']))
+@click.option('--hyper-mod-mode', 'hyper_mod_mode', help="Where sigma modulates: conv1's inputs per block (public code) or each conv's outputs (Eq. 2)  [preset: input]", type=click.Choice(config.CHOICES['hyper_mod_mode']))
 @click.option('--patch-cond/--no-patch-cond', 'patch_cond', default=None, help="Feed the patch embedding to D's projection head (Sec. 3.2)  [preset: on]")
 @click.option('--blur-sigma', 'blur_sigma', help='Initial blur sigma (patch pixels, exp2 kernel) of real and fake patches, faded out over 200 kimg  [paper presets: 10, the public code]', type=click.FloatRange(min=0))
 @click.option('--triplane-res', 'triplane_res', help='Tri-plane resolution Rp  [preset: 512]', type=click.IntRange(min=4))

@@ -12,7 +12,7 @@ PAPER = dict(
     metrics=['fid50k_full'], mirror=None, aug='ada', p=0.2, target=0.6, ada_interval=4, ada_kimg=500,
     workers=3, fp32=False, glr=0.002, dlr=0.002, betas=[0.0, 0.99], r1_interval=16, ema_kimg=20,
     ema_rampup=0.05, patch_res=64, patch_dist='beta', beta_end=0.8, anneal_kimg=10000, hyper_mod=True,
-    hyper_mod_mode='output', patch_cond=True, blur_sigma=10, triplane_res=512, ray_steps=48, bg=False,
+    hyper_mod_mode='input', patch_cond=True, blur_sigma=10, triplane_res=512, ray_steps=48, bg=False,
     camera_cond=True, camera_prior=None, density_noise_std=1.0, density_noise_kimg=5000, grid_seeds=8,
     grid_cameras=4, G_kwargs={}, D_kwargs=dict(channel_base=16384), loss_kwargs={}, augment_kwargs={},
     sampler_kwargs={},

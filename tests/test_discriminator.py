@@ -64,9 +64,9 @@ def test_sigma_is_in_zero_two_and_covers_every_layer():
     img, params, _ = _inputs(n=8)
     sigmas = D.modulations(params)
     expected = D.modulated_channels()
-    assert set(sigmas) == set(expected) and 'epilogue.conv' in sigmas and 'blocks.0.fromrgb' in sigmas
-    D_in = disc.PatchDiscriminator(**TINY, hyper_mod_mode='input')
-    assert set(D_in.modulated_channels()) == {f'blocks.{i}.conv1_in' for i in range(len(D_in.blocks))}
+    assert set(sigmas) == {f'blocks.{i}.conv1_in' for i in range(len(D.blocks))} == set(expected)
+    D_out = disc.PatchDiscriminator(**TINY, hyper_mod_mode='output')
+    assert 'epilogue.conv' in D_out.modulated_channels() and 'blocks.0.fromrgb' in D_out.modulated_channels()
     for name, s in sigmas.items():
         assert s.shape == (8, expected[name])
         assert (s > 0).all() and (s < 2).all()

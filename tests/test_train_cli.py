@@ -49,12 +49,12 @@ def test_gamma_auto_resolves_to_the_heuristic(setup):
 
 
 def test_ablation_flags_reach_D_and_the_loss(setup):
-    c = _dry_run(setup)  # defaults: Eq. 2 modulation, patch projection (Sec. 3.2), no blur
-    assert (c['D_kwargs']['hyper_mod_mode'], c['D_kwargs']['patch_cond']) == ('output', True)
+    c = _dry_run(setup)  # defaults: the public code's modulation, patch projection (Sec. 3.2), no blur
+    assert (c['D_kwargs']['hyper_mod_mode'], c['D_kwargs']['patch_cond']) == ('input', True)
     assert c['loss_kwargs']['blur_init_sigma'] == 0.0
-    c = _dry_run(setup, '--hyper-mod-mode', 'input', '--no-patch-cond', '--blur-sigma', '10')
-    assert (c['hyper_mod_mode'], c['patch_cond'], c['blur_sigma']) == ('input', False, 10.0)
-    assert (c['D_kwargs']['hyper_mod_mode'], c['D_kwargs']['patch_cond']) == ('input', False)
+    c = _dry_run(setup, '--hyper-mod-mode', 'output', '--no-patch-cond', '--blur-sigma', '10')
+    assert (c['hyper_mod_mode'], c['patch_cond'], c['blur_sigma']) == ('output', False, 10.0)
+    assert (c['D_kwargs']['hyper_mod_mode'], c['D_kwargs']['patch_cond']) == ('output', False)
     assert c['loss_kwargs']['blur_init_sigma'] == 10.0
 
 

@@ -4,10 +4,10 @@ A StyleGAN2 residual discriminator that sees r x r patches but keeps as many blo
 of the full R x R image: the first log2(R/r) blocks run at the patch resolution without downsampling
 (at 256/64: blocks at 64, 64, 64, 32, 16, 8 -> 4x4 epilogue), and every block keeps the channel width
 of the full-resolution block it stands for. A hypernetwork of the patch parameters (s, dx, dy)
-(training/hypernet.py) scales D's filters (Eq. 2, 7): `hyper_mod_mode='output'` (default, measured
-better at demo scale) the outputs of every conv (Eq. 2 read literally), 'input' the input channels of
-each block's resampling conv (the public code; one modulated layer per block, as Fig. 7's layer
-indices suggest); `hyper_mod=False`
+(training/hypernet.py) scales D's filters (Eq. 2, 7): `hyper_mod_mode='input'` (default: lower FID at
+demo scale) the input channels of each block's resampling conv (the public code; one modulated layer
+per block, as Fig. 7's layer indices suggest), 'output' the outputs of every conv (Eq. 2 read
+literally); `hyper_mod=False`
 gives the standard discriminator. The projection head is conditioned on the same patch embedding
 (Sec. 3.2), and optionally on (yaw, pitch) (B.1) and a class label.
 """
@@ -188,7 +188,7 @@ class PatchDiscriminator(torch.nn.Module):
         mbstd_group_size=4,  # Group size of the minibatch-stddev layer; 1 = off.
         mbstd_num_channels=1,  # Feature maps the minibatch-stddev layer appends.
         hyper_mod=True,  # Modulate the conv layers with the patch hypernetwork (Sec. 3.2); False = standard D.
-        hyper_mod_mode='output',  # 'output': every conv's outputs (Eq. 2); 'input': the public code's form.
+        hyper_mod_mode='input',  # 'input': conv1's input channels per block (public code); 'output': Eq. 2.
         hyper_dim=512,  # Width of the hypernetwork and of p.
         hyper_num_layers=2,  # Layers of the hypernetwork MLP.
         hyper_lr_multiplier=0.01,  # Learning-rate multiplier of the hypernetwork MLP (B.1: mapping network's).
