@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTH = dict(w_dim=32, plane_resolution=32, plane_channels=8, channel_base=512, channel_max=32)
 TINY_D = dict(
     img_resolution=32, patch_resolution=16, channel_base=64, channel_max=16, hyper_dim=16,
-    hyper_table_dim=8, hyper_num_freqs=3, cmap_dim=8, camera_num_freqs=2, patch_num_freqs=2, camera_cond=True,
+    hyper_table_dim=8, hyper_num_freqs=3, cmap_dim=8, camera_num_freqs=2, camera_cond=True,
 )  # fmt: skip
 
 

@@ -98,9 +98,14 @@ def model_kwargs(opts, dp: dict, batch_gpu: int, source: str) -> dnnlib.EasyDict
     c = dnnlib.EasyDict(opts)
     c.batch_gpu = batch_gpu
     c.dataset_preset = dp
+    from training.dataset import preset_camera_prior
+
+    try:
+        kind, angles = preset_camera_prior(dp, opts.camera_prior)
+    except ValueError as err:
+        raise config.ConfigError(f'--camera-prior: {err}') from None
     c.camera_prior_kwargs = dict(
-        class_name=CAMERA_PRIOR_CLASS, kind=dp['camera_prior'],
-        radius=dp['radius'], fov=dp['fov'], **dp['camera_prior_kwargs'],
+        class_name=CAMERA_PRIOR_CLASS, kind=kind, radius=dp['radius'], fov=dp['fov'], **angles,
     )  # fmt: skip
     _check_metrics(opts.metrics)
     c.resolved_precision = resolve_precisions(opts)
