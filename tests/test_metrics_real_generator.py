@@ -11,7 +11,7 @@ from metrics import geometry_eval
 from metrics import geometry_metrics as gm
 from metrics import metric_utils as mu
 from training.cameras import pixels_to_rays
-from training.dataset import load_dataset_preset
+from training.dataset import load_dataset_preset, preset_camera_prior
 from training.generator import Generator
 from training.patches import full_image_patch_params, patch_pixel_centres
 
@@ -43,8 +43,10 @@ def ball_generator(preset: dict, fog_opacity: float = 0.2) -> tuple[Generator, f
 
 
 def _opts(G, preset):
-    prior = dict(kind=preset['camera_prior'], radius=preset['radius'], fov=preset['fov'])
-    prior.update(preset['camera_prior_kwargs'])
+    # No dataset here: presets that draw G's cameras from the dataset's poses use their fitted prior.
+    choice = 'fit' if preset['camera_prior'] == 'dataset' else None
+    kind, angles = preset_camera_prior(preset, choice)
+    prior = dict(kind=kind, radius=preset['radius'], fov=preset['fov'], **angles)
     return mu.MetricOptions(
         G=G, camera_source='prior', camera_prior_kwargs=prior, device='cpu', batch_size=4, batch_gen=4
     )
