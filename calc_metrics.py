@@ -9,14 +9,23 @@ Examples:
 
 import json
 import os
+import sys
 
 import click
 
-import dnnlib
-from metrics import metric_main
-from torch_utils import checkpoint, distributed
-from training import run_dir as run_dirs
-from training.dataset import DatasetError, load_dataset_preset
+from torch_utils import threads
+
+# Idle OpenMP threads sleep instead of spinning, so this beside a training run shares the cores
+# gracefully (torch_utils/threads.py). It must run before torch loads; imported by a process that has
+# torch already (the tests), it leaves that process's threads alone.
+if 'torch' not in sys.modules:
+    threads.configure()
+
+import dnnlib  # noqa: E402
+from metrics import metric_main  # noqa: E402
+from torch_utils import checkpoint, distributed  # noqa: E402
+from training import run_dir as run_dirs  # noqa: E402
+from training.dataset import DatasetError, load_dataset_preset  # noqa: E402
 
 DATASET_CLASS = 'training.dataset.ImageFolderDataset'
 

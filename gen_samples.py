@@ -10,12 +10,21 @@ Examples:
 
 import functools
 import os
+import sys
 
 import click
 
-import dnnlib
-from torch_utils import checkpoint
-from training import export_commands, export_gen, export_utils, geometry
+from torch_utils import threads
+
+# Idle OpenMP threads sleep instead of spinning, so this beside a training run shares the cores
+# gracefully (torch_utils/threads.py). It must run before torch loads; imported by a process that has
+# torch already (the tests), it leaves that process's threads alone.
+if 'torch' not in sys.modules:
+    threads.configure()
+
+import dnnlib  # noqa: E402
+from torch_utils import checkpoint  # noqa: E402
+from training import export_commands, export_gen, export_utils, geometry  # noqa: E402
 
 
 def _seeds(ctx, param, value):

@@ -169,3 +169,14 @@ def test_threads_are_configured_before_torch_loads():
     env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'OMP_NUM_THREADS')}
     out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.stdout.split() == ['1', 'PASSIVE'], out.stderr
+
+
+def test_evaluation_and_export_clis_sleep_their_idle_threads_unless_told_otherwise():
+    """calc_metrics.py and gen_samples.py beside a training run: passive OpenMP waits, set before torch loads."""
+    code = 'import os, calc_metrics, gen_samples; print(os.environ["OMP_WAIT_POLICY"])'
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ['PASSIVE'], out.stderr
+    env['OMP_WAIT_POLICY'] = 'ACTIVE'  # a user's own choice stands
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ['ACTIVE'], out.stderr
