@@ -35,30 +35,37 @@ import reproduce_report  # noqa: E402
 
 from training import config, run_dir  # noqa: E402
 
-# The options an arm may change, at the values of the paper's method (the reference arm of every experiment).
-REFERENCE = dict(patch_dist='beta', hyper_mod=True, hyper_mod_mode='output', patch_cond=False)
+# The options an arm may change. The reference arm of every experiment has the preset's values of all of them.
+ABLATED = ('patch_dist', 'hyper_mod', 'hyper_mod_mode', 'patch_cond', 'patch_res')
 
 
 def experiments(patch_res: int) -> list[dict]:
-    """The experiments, their arms (label -> option changes) and the paper's claim (winner beats losers)."""
+    """The experiments, their arms (label -> option changes from the preset) and the paper's claim (the
+    winner arm beats the loser arms). Each arm sets the experiment's options explicitly."""
     small = max(patch_res // 2, 1)
     return [
         dict(
             name='patch-dist', claim='Fig. 6: annealed Beta patch scales beat uniform annealing',
-            arms={'beta': {}, 'uniform': dict(patch_dist='uniform'), 'discrete': dict(patch_dist='discrete')},
+            arms={
+                'beta': dict(patch_dist='beta'), 'uniform': dict(patch_dist='uniform'),
+                'discrete': dict(patch_dist='discrete'),
+            },
             winner='beta', losers=['uniform'],
         ),
         dict(
-            name='hyper-mod', claim='Tab. 2: the hyper-modulated D beats a standard D (none / concatenated (s, dx, dy))',
+            name='hyper-mod',
+            claim='Tab. 2: the hyper-modulated D beats a standard D (no patch input / (s, dx, dy) as conditioning)',
             arms={
-                'hyper-output': {}, 'hyper-input': dict(hyper_mod_mode='input'),
-                'none': dict(hyper_mod=False), 'concat': dict(hyper_mod=False, patch_cond=True),
+                'hyper-output': dict(hyper_mod=True, hyper_mod_mode='output'),
+                'hyper-input': dict(hyper_mod=True, hyper_mod_mode='input'),
+                'none': dict(hyper_mod=False, patch_cond=False),
+                'concat': dict(hyper_mod=False, patch_cond=True),
             },
             winner='hyper-output', losers=['none', 'concat'],
         ),
         dict(
             name='patch-res', claim=f'Tab. 2: larger patches help ({patch_res}^2 beats {small}^2)',
-            arms={f'r{patch_res}': {}, f'r{small}': dict(patch_res=small)},
+            arms={f'r{patch_res}': dict(patch_res=patch_res), f'r{small}': dict(patch_res=small)},
             winner=f'r{patch_res}', losers=[f'r{small}'],
         ),
     ]  # fmt: skip
@@ -66,11 +73,9 @@ def experiments(patch_res: int) -> list[dict]:
 
 def run_name(options: dict) -> str:
     """A readable name that identifies the trained configuration (arms with equal options share a run)."""
-    if options['hyper_mod']:
-        d = f'hm-{options["hyper_mod_mode"]}'
-    else:
-        d = 'concat' if options['patch_cond'] else 'nohm'
-    return f'{options["patch_dist"]}-{d}-r{options["patch_res"]}'
+    d = f'hm-{options["hyper_mod_mode"]}' if options['hyper_mod'] else 'nohm'
+    pc = '-pc' if options['patch_cond'] else ''
+    return f'{options["patch_dist"]}-{d}{pc}-r{options["patch_res"]}'
 
 
 def train_flags(options: dict) -> list[str]:
@@ -84,15 +89,16 @@ def train_flags(options: dict) -> list[str]:
     ]  # fmt: skip
 
 
-def select(name: str, patch_res: int) -> tuple[list[dict], dict]:
-    """(the chosen experiments with arms mapped to run names, run name -> options) for `name` or 'all'."""
+def select(name: str, reference: dict) -> tuple[list[dict], dict]:
+    """(the chosen experiments with arms mapped to run names, run name -> options) for `name` or 'all';
+    `reference` holds the preset's values of ABLATED."""
     chosen, runs = [], {}
-    for exp in experiments(patch_res):
+    for exp in experiments(reference['patch_res']):
         if name not in ('all', exp['name']):
             continue
         arms = {}
         for label, change in exp['arms'].items():
-            options = {**REFERENCE, 'patch_res': patch_res, **change}
+            options = {**reference, **change}
             arms[label] = run_name(options)
             runs.setdefault(arms[label], options)
         chosen.append(dict(exp, arms=arms))
@@ -112,11 +118,12 @@ KIMG_RE = re.compile(r'^tick\s+\d+\s+kimg\s+([0-9.]+)')
 
 def train_segment(plan: dict, run: str, options: dict, seed: int, target: float, seg_kimg: float) -> None:
     """train.py up to `target` kimg in DIR/runs/<run>-seed<seed>/ (resuming the latest snapshot there);
-    a tqdm bar follows its progress lines; its output is appended to DIR/logs/<run>-seed<seed>.log."""
+    a tqdm bar follows its progress lines (4 ticks a segment; a snapshot only at its end); its output is
+    appended to DIR/logs/<run>-seed<seed>.log."""
     outdir = os.path.join(plan['outdir'], 'runs', f'{run}-seed{seed}')
     cmd = [sys.executable, os.path.join(ROOT, 'train.py'), '--outdir', outdir, '--cfg', plan['cfg']]
     cmd += ['--data', plan['data']] if plan['data'] else []
-    cmd += ['--seed', str(seed), '--kimg', f'{target:g}', '--tick', f'{seg_kimg:g}', '--snap', '1000000']
+    cmd += ['--seed', str(seed), '--kimg', f'{target:g}', '--tick', f'{seg_kimg / 4:g}', '--snap', '1000000']
     cmd += ['--metrics', 'none', '--anneal-kimg', f'{plan["anneal_kimg"]:g}', *train_flags(options)]
     start = 0.0
     if run_dir.find_latest_run(outdir) is not None:
@@ -126,7 +133,7 @@ def train_segment(plan: dict, run: str, options: dict, seed: int, target: float,
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     last = ''
     bar = tqdm.tqdm(total=target, initial=start, desc=f'{run} seed {seed}', unit='kimg', bar_format=BAR)
-    with open(log_path, 'a', encoding='utf-8') as log, bar:
+    with open(log_path, 'a', encoding='utf-8', buffering=1) as log, bar:
         log.write(f'$ {" ".join(cmd)}\n')
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=train_env(plan), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -246,11 +253,13 @@ def check_plan(plan: dict) -> None:
         json.dump(mine, f, indent=2)
 
 
-def preset_patch_res(cfg: str) -> int:
+def preset_reference(cfg: str) -> dict:
+    """The preset's values of the ablated options (the reference arm)."""
     try:
-        return int(config.resolve(config.load_preset(cfg), {}).patch_res)
+        opts = config.resolve(config.load_preset(cfg), {})
     except config.ConfigError as err:
         raise click.ClickException(str(err)) from None
+    return {key: opts[key] for key in ABLATED}
 
 
 def reproduce(experiment: str, plan: dict, seeds: int, feature_net=None, fid: bool = True) -> list[str]:
@@ -258,7 +267,7 @@ def reproduce(experiment: str, plan: dict, seeds: int, feature_net=None, fid: bo
     start = time.time()
     check_plan(plan)
     net, fid_note = reproduce_eval.resolve_feature_net(feature_net, plan['quick'], fid)
-    chosen, runs = select(experiment, preset_patch_res(plan['cfg']))
+    chosen, runs = select(experiment, preset_reference(plan['cfg']))
     results_path = os.path.join(plan['outdir'], 'results.jsonl')
     done = {(r['run'], r['seed'], r['target_kimg']) for r in reproduce_report.read_results(results_path)}
     failures = []

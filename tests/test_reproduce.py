@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import sys
+from collections import Counter
 
 import PIL.Image
 import pytest
@@ -21,8 +22,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import reproduce  # noqa: E402
 import reproduce_report  # noqa: E402
 
-QUICK_RUNS = {'beta-hm-output-r16', 'uniform-hm-output-r16', 'discrete-hm-output-r16', 'beta-hm-input-r16',
-              'beta-nohm-r16', 'beta-concat-r16', 'beta-hm-output-r8'}  # fmt: skip
+
+def _arms(outdir):
+    """label -> run name for every arm of `all` in the quick setup (the reference arm is shared)."""
+    chosen, _ = reproduce.select(
+        'all', reproduce.preset_reference(os.path.join(outdir, 'quick', 'quick.yaml'))
+    )
+    return {f'{exp["name"]}/{label}': run for exp in chosen for label, run in exp['arms'].items()}
 
 
 class TinyFeatureNet(torch.nn.Module):
@@ -57,43 +63,40 @@ def _train_commands(outdir):
 
 @pytest.fixture(scope='module')
 def quick_all(tmp_path_factory):
-    """`all --quick` with one arm made to fail (an unreadable snapshot where its run would resume)."""
+    """`all --quick`, every arm one segment, FID on the tiny network."""
     outdir = str(tmp_path_factory.mktemp('reproduce'))
     env = pytest.MonkeyPatch()
     env.setenv('PGRF_CACHE_DIR', os.path.join(outdir, 'cache'))
-    broken = os.path.join(outdir, 'runs', 'beta-hm-output-r8-seed0', '00000-broken')
-    os.makedirs(broken)
-    with open(os.path.join(broken, 'network-snapshot-000000.pt'), 'wb') as f:
-        f.write(b'not a snapshot')
     plan = reproduce.make_plan(outdir, 'demo', None, quick=True)
     failures = reproduce.reproduce('all', plan, seeds=1, feature_net=TinyFeatureNet())
-    yield outdir, plan, failures
+    yield outdir, plan, _arms(outdir), failures
     env.undo()
 
 
 @pytest.mark.slow
-def test_quick_all_scores_every_arm_and_reports_the_failed_one(quick_all):
-    outdir, _plan, failures = quick_all
-    assert len(failures) == 1 and failures[0].startswith('beta-hm-output-r8 seed 0:'), failures
+def test_quick_all_scores_every_arm(quick_all):
+    outdir, _plan, arms, failures = quick_all
+    assert failures == []
+    assert len(set(arms.values())) == 7  # 9 arms, the preset's own configuration shared by 3 experiments
     lines = _lines(outdir)
-    assert {r['run'] for r in lines} == QUICK_RUNS - {'beta-hm-output-r8'}  # the others went on
+    assert sorted(r['run'] for r in lines) == sorted(set(arms.values()))
     for r in lines:  # one scored, final snapshot per arm; every metric a finite number
         assert (r['seed'], r['target_kimg'], r['final']) == (0, 0.016, True)
         assert r['kimg'] >= 0.016 and all(math.isfinite(r[k]) for k in ('fid', 'swd', 'nonflat', 'train_s'))
         assert os.path.isfile(os.path.join(outdir, r['snapshot']))
-    by_run = {r['run']: r for r in lines}  # each arm trained with exactly its ablated option
-    assert by_run['beta-concat-r16']['options'] == dict(
-        patch_dist='beta', hyper_mod=False, hyper_mod_mode='output', patch_cond=True, patch_res=16
-    )
-    options = json.load(open(os.path.join(outdir, os.path.dirname(by_run['beta-concat-r16']['snapshot']),
-                                          'training_options.json')))  # fmt: skip
-    assert (options['hyper_mod'], options['patch_cond'], options['patch_dist']) == (False, True, 'beta')
-    summary = open(os.path.join(outdir, 'summary.md')).read()
-    for heading in ('## patch-dist:', '## hyper-mod:', '## patch-res:', '## Failed in the last invocation'):
+    by_run = {r['run']: r for r in lines}
+    for label, want in (('hyper-mod/concat', (False, True)), ('hyper-mod/none', (False, False))):
+        run_dir = os.path.join(outdir, os.path.dirname(by_run[arms[label]]['snapshot']))
+        with open(os.path.join(run_dir, 'training_options.json')) as f:
+            options = json.load(f)  # what train.py trained: exactly the ablated option changed
+        assert (options['hyper_mod'], options['patch_cond'], options['patch_dist']) == (*want, 'beta')
+    with open(os.path.join(outdir, 'summary.md')) as f:
+        summary = f.read()
+    for heading in ('## patch-dist:', '## hyper-mod:', '## patch-res:'):
         assert heading in summary
-    assert summary.count('Sign: **') == 3 and 'by final FID' in summary
-    fid_beta = f'{by_run["beta-hm-output-r16"]["fid"]:.2f}'
-    assert f'| beta | `beta-hm-output-r16` | 1 | 0.016 | {fid_beta} |' in summary
+    assert summary.count('Sign: **') == 3 and 'by final FID' in summary and '## Failed' not in summary
+    reference = by_run[arms['patch-dist/beta']]
+    assert f'| beta | `{reference["run"]}` | 1 | 0.016 | {reference["fid"]:.2f} |' in summary
     for name in ('patch-dist', 'hyper-mod', 'patch-res'):
         with PIL.Image.open(os.path.join(outdir, f'{name}.png')) as img:
             assert img.format == 'PNG' and img.size[0] >= 500 and img.size[1] >= 300
@@ -101,45 +104,53 @@ def test_quick_all_scores_every_arm_and_reports_the_failed_one(quick_all):
 
 @pytest.mark.slow
 def test_rerun_retrains_only_what_is_missing(quick_all):
-    outdir, plan, _ = quick_all
+    outdir, plan, arms, _ = quick_all
     before = _lines(outdir)
     commands = _train_commands(outdir)
-    shutil.rmtree(os.path.join(outdir, 'runs', 'beta-hm-output-r8-seed0'))  # the failure's cause, fixed
-    with open(os.path.join(outdir, 'results.jsonl'), 'w') as f:  # a run killed after training, before scoring
-        f.writelines(json.dumps(r) + '\n' for r in before if r['run'] != 'beta-nohm-r16')
-    failures = reproduce.reproduce('all', plan, seeds=1, feature_net=TinyFeatureNet())
-    assert failures == []
+    lost, unscored = arms['patch-res/r8'], arms['hyper-mod/none']
+    shutil.rmtree(os.path.join(outdir, 'runs', f'{lost}-seed0'))  # a run lost entirely ...
+    with open(os.path.join(outdir, 'results.jsonl'), 'w') as f:  # ... and one killed after training, unscored
+        f.writelines(json.dumps(r) + '\n' for r in before if r['run'] not in (lost, unscored))
+    assert reproduce.reproduce('all', plan, seeds=1, feature_net=TinyFeatureNet()) == []
     after = {r['run']: r for r in reproduce_report.read_results(os.path.join(outdir, 'results.jsonl'))}
-    assert set(after) == QUICK_RUNS
-    new_commands = [c for c in _train_commands(outdir) if c not in commands]
-    assert [name for name, _ in new_commands] == [
-        'beta-hm-output-r8-seed0.log'
-    ]  # only the failed arm trained
+    assert set(after) == set(arms.values())
+    new_commands = Counter(name for name, _ in _train_commands(outdir)) - Counter(
+        name for name, _ in commands
+    )
+    assert dict(new_commands) == {f'{lost}-seed0.log': 1}  # only the lost run trained again
     old = {r['run']: r for r in before}
-    assert after['beta-nohm-r16']['swd'] == pytest.approx(
-        old['beta-nohm-r16']['swd']
-    )  # rescored, same snapshot
-    assert after['beta-hm-input-r16']['timestamp'] == old['beta-hm-input-r16']['timestamp']  # untouched
-    assert '## Failed' not in open(os.path.join(outdir, 'summary.md')).read()
+    assert after[unscored]['swd'] == pytest.approx(old[unscored]['swd'])  # rescored from the same snapshot
+    untouched = arms['hyper-mod/hyper-input']
+    assert after[untouched]['timestamp'] == old[untouched]['timestamp']
 
 
 @pytest.mark.slow
-def test_two_segments_resume_the_run(tmp_path, monkeypatch):
+def test_two_segments_resume_and_a_failed_arm_is_reported(tmp_path, monkeypatch):
     monkeypatch.setenv('PGRF_CACHE_DIR', str(tmp_path / 'cache'))
+    monkeypatch.delenv('PGRF_FEATURE_NET', raising=False)
     args = ['patch-res', '--quick', '--kimg', '0.032', '--snapshots', '2', '--outdir', str(tmp_path)]
+    reproduce.make_plan(str(tmp_path), 'demo', None, quick=True)  # the quick preset, to name the arms
+    arms = _arms(str(tmp_path))
+    big, small = arms['patch-res/r16'], arms['patch-res/r8']
+    broken = tmp_path / 'runs' / f'{small}-seed0' / '00000-broken'  # an unreadable snapshot where it resumes
+    broken.mkdir(parents=True)
+    (broken / 'network-snapshot-000000.pt').write_bytes(b'not a snapshot')
     result = CliRunner().invoke(reproduce.main, args)
-    assert result.exit_code == 0, result.output
-    lines = _lines(str(tmp_path))
-    assert sorted((r['run'], r['target_kimg'], r['final']) for r in lines) == [
-        ('beta-hm-output-r16', 0.016, False), ('beta-hm-output-r16', 0.032, True),
-        ('beta-hm-output-r8', 0.016, False), ('beta-hm-output-r8', 0.032, True),
-    ]  # fmt: skip
+    assert result.exit_code == 1 and '1 arm(s) failed' in result.output, result.output
+    with open(tmp_path / 'summary.md') as f:
+        summary = f.read()
+    assert '## Failed in the last invocation' in summary and f'- {small} seed 0: ' in summary
+    assert 'judged by SWD' in summary and '**partly measured**' in summary
+    lines = _lines(str(tmp_path))  # the other arm went on: two segments, the second resumed from the first
+    assert [(r['run'], r['target_kimg'], r['final']) for r in lines] == [
+        (big, 0.016, False),
+        (big, 0.032, True),
+    ]
     assert all(r['fid'] is None and math.isfinite(r['swd']) for r in lines)  # no Inception weights: SWD only
-    assert all((r['nonflat'] is not None) == r['final'] for r in lines)
+    assert [r['nonflat'] is not None for r in lines] == [False, True]
     commands = [line for _, line in _train_commands(str(tmp_path))]
-    assert len(commands) == 4 and sum('--resume latest' in c for c in commands) == 2
-    logs = open(tmp_path / 'logs' / 'beta-hm-output-r8-seed0.log').read()
-    assert 'Resumed from' in logs and 'at kimg 0.016' in logs  # the second segment continued the first
-    assert 'judged by SWD' in open(tmp_path / 'summary.md').read()
+    assert len(commands) == 2 and '--resume latest' not in commands[0] and '--resume latest' in commands[1]
+    log = (tmp_path / 'logs' / f'{big}-seed0.log').read_text()
+    assert 'Resumed from' in log and 'at kimg 0.016' in log
     again = CliRunner().invoke(reproduce.main, [*args[:2], '--kimg', '0.064', *args[4:]])
     assert again.exit_code != 0 and 'holds results with targets=' in again.output  # one plan per folder
