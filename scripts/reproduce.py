@@ -39,10 +39,11 @@ from training import config, run_dir  # noqa: E402
 ABLATED = ('patch_dist', 'hyper_mod', 'hyper_mod_mode', 'patch_cond', 'patch_res')
 
 
-def experiments(patch_res: int) -> list[dict]:
+def experiments(reference: dict) -> list[dict]:
     """The experiments, their arms (label -> option changes from the preset) and the paper's claim (the
-    winner arm beats the loser arms). Each arm sets the experiment's options explicitly."""
-    small = max(patch_res // 2, 1)
+    winner arm beats the loser arms). Each arm sets the experiment's options explicitly; the modulated D
+    of the claim is the preset's form (the paper's text suggests output, its code input)."""
+    patch_res, small = reference['patch_res'], max(reference['patch_res'] // 2, 1)
     return [
         dict(
             name='patch-dist', claim='Fig. 6: annealed Beta patch scales beat uniform annealing',
@@ -61,7 +62,7 @@ def experiments(patch_res: int) -> list[dict]:
                 'none': dict(hyper_mod=False, patch_cond=False),
                 'concat': dict(hyper_mod=False, patch_cond=True),
             },
-            winner='hyper-output', losers=['none', 'concat'],
+            winner=f'hyper-{reference["hyper_mod_mode"]}', losers=['none', 'concat'],
         ),
         dict(
             name='patch-res', claim=f'Tab. 2: larger patches help ({patch_res}^2 beats {small}^2)',
@@ -93,7 +94,7 @@ def select(name: str, reference: dict) -> tuple[list[dict], dict]:
     """(the chosen experiments with arms mapped to run names, run name -> options) for `name` or 'all';
     `reference` holds the preset's values of ABLATED."""
     chosen, runs = [], {}
-    for exp in experiments(reference['patch_res']):
+    for exp in experiments(reference):
         if name not in ('all', exp['name']):
             continue
         arms = {}
@@ -206,8 +207,8 @@ def process_run(plan: dict, run: str, options: dict, seed: int, done: set, featu
 # ----------------------------------------------------------------------------
 # The plan of an output folder, and the command line.
 
-QUICK_DEFAULTS = dict(kimg=0.016, snapshots=1, fid_items=16, swd_items=16, nonflat_items=16)
-REAL_DEFAULTS = dict(kimg=1.0, snapshots=2, fid_items=256, swd_items=1024, nonflat_items=256)
+QUICK_DEFAULTS = dict(kimg=0.016, snapshots=1, fake_items=16, nonflat_items=16)
+REAL_DEFAULTS = dict(kimg=1.0, snapshots=2, fake_items=128, nonflat_items=128)
 PLAN_KEYS = ('cfg', 'data', 'targets', 'anneal_kimg', 'counts')  # a rerun in the same folder must match
 
 
@@ -226,7 +227,7 @@ def make_plan(outdir, cfg, data, quick, **given) -> dict:
             f'--kimg {kimg:g} over --snapshots {n} gives segments under 16 images: raise --kimg or lower --snapshots'
         )
     anneal = given.get('anneal_kimg') or kimg * 2 / 3  # as the demo preset: annealed over 2 of 3 kimg
-    counts = dict(fid=values['fid_items'], swd=values['swd_items'], nonflat=values['nonflat_items'])
+    counts = dict(fakes=values['fake_items'], nonflat=values['nonflat_items'])
     plan = dict(
         outdir=outdir, cfg=cfg, data=data and os.path.abspath(data), targets=targets, anneal_kimg=anneal
     )
@@ -264,7 +265,7 @@ def preset_reference(cfg: str) -> dict:
 
 def reproduce(experiment: str, plan: dict, seeds: int, feature_net=None, fid: bool = True) -> list[str]:
     """Run every (seed, arm) that results.jsonl lacks, then write the report; returns the failures."""
-    start = time.time()
+    start, load = time.time(), os.getloadavg()[1]
     check_plan(plan)
     net, fid_note = reproduce_eval.resolve_feature_net(feature_net, plan['quick'], fid)
     chosen, runs = select(experiment, preset_reference(plan['cfg']))
@@ -278,21 +279,22 @@ def reproduce(experiment: str, plan: dict, seeds: int, feature_net=None, fid: bo
             except Exception as err:  # one arm's failure must not stop the others
                 failures.append(f'{run} seed {seed}: {err}')
                 tqdm.tqdm.write(f'FAILED {failures[-1]}')
-    header = describe(plan, seeds, fid_note, time.time() - start)
+    header = describe(plan, seeds, fid_note, time.time() - start, (load + os.getloadavg()[1]) / 2)
     reproduce_report.write_report(plan['outdir'], chosen, header, failures)
     return failures
 
 
-def describe(plan: dict, seeds: int, fid_note: str, wall_s: float) -> list[str]:
+def describe(plan: dict, seeds: int, fid_note: str, wall_s: float, load: float) -> list[str]:
     c = plan['counts']
-    fid = f' of {c["fid"]} fakes against all reals (biased up at this count: compare arms only)'
+    fid = f' of {c["fakes"]} fakes against all reals (biased up at this count: compare arms only)'
     return [
         f'- preset `{os.path.basename(plan["cfg"])}`{" (--quick toy setup)" if plan["quick"] else ""}, '
         f'{seeds} seed(s), scored at kimg {", ".join(f"{t:g}" for t in plan["targets"])}, '
         f'patch-scale annealing over {plan["anneal_kimg"]:.3g} kimg',
-        f'- {fid_note}{fid if fid_note.startswith("FID on") else ""}; SWD of {c["swd"]} images per set; '
+        f'- {fid_note}{fid if fid_note.startswith("FID on") else ""}; SWD of the same fakes and as many reals; '
         f'non-flatness of {c["nonflat"]} fakes at the end',
-        f'- wall time of the last invocation: {wall_s:.0f} s (train s and eval s below are per arm, all invocations)',
+        f'- wall time of the last invocation: {wall_s:.0f} s on {os.cpu_count()} CPUs at a load average of about '
+        f'{load:.1f} (train s and eval s below are per arm, all invocations)',
     ]
 
 
@@ -307,9 +309,8 @@ def describe(plan: dict, seeds: int, fid_note: str, wall_s: float) -> list[str]:
 @click.option('--cfg', default='demo', show_default=True, help='train.py preset of every arm (ignored by --quick).', metavar='NAME')
 @click.option('--data', help="Dataset  [default: the preset's]", metavar='PATH')
 @click.option('--anneal-kimg', type=click.FloatRange(min=0, min_open=True), help='Patch-scale annealing T  [default: 2/3 of --kimg]')
-@click.option('--fid-items', type=click.IntRange(min=2), help='Fakes per FID  [default: 256; --quick: 16]')
-@click.option('--swd-items', type=click.IntRange(min=1), help='Images per set for SWD  [default: 1024; --quick: 16]')
-@click.option('--nonflat-items', type=click.IntRange(min=2), help='Fakes for non-flatness  [default: 256; --quick: 16]')
+@click.option('--fake-items', type=click.IntRange(min=2), help='Fakes per FID and SWD (rendered once)  [default: 128; --quick: 16]')
+@click.option('--nonflat-items', type=click.IntRange(min=2), help='Fakes for non-flatness  [default: 128; --quick: 16]')
 @click.option('--fid/--no-fid', default=True, show_default=True, help='Score FID (needs the Inception weights).')
 @click.option('--feature-net', help='FID Inception weights  [default: $PGRF_FEATURE_NET, else the download cache]', metavar='PATH')
 # fmt: on

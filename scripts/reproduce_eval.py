@@ -1,9 +1,10 @@
 """Evaluation of one training snapshot for scripts/reproduce.py, and the tiny setup of its --quick mode.
 
-A snapshot is scored with the same metric functions as calc_metrics.py and the in-training metrics
-(metrics/metric_main.py), called directly so that the sample counts can be chosen below the registry's
-1000-image granularity: on a 2-core CPU an Inception forward costs ~0.1 s per image, so fid1k at every
-snapshot of every arm would cost more than the training itself.
+A snapshot is scored with the protocols of calc_metrics.py and the in-training metrics (metrics/metric_main.py),
+built from the same metric_utils pieces so that the sample counts can be chosen below the registry's 1000-image
+granularity, and the fakes are rendered once for FID and SWD: on a 2-core CPU an Inception forward costs ~0.1 s
+per image (idle) and rendering a 64^2 fake about as much, so fid1k + swd at every snapshot of every arm would
+cost more than the training itself.
 """
 
 import json
@@ -15,8 +16,9 @@ import numpy as np
 import PIL.Image
 import torch
 
-from metrics import frechet, geometry_eval, inception, metric_main
+from metrics import frechet, geometry_eval, inception
 from metrics import metric_utils as mu
+from metrics import swd as swd_lib
 from torch_utils import checkpoint
 
 # ----------------------------------------------------------------------------
@@ -57,34 +59,59 @@ def snapshot_kimg(path: str) -> float:
     return checkpoint.load(path)['progress']['cur_nimg'] / 1000
 
 
-def fid_small(opts, num_fakes: int) -> float:
-    """FID of `num_fakes` fakes against all reals (metric_main.fid_full's protocol, any count).
+def fid_and_swd(opts, num_items: int, with_fid: bool) -> tuple[float | None, float]:
+    """FID of `num_items` fakes against all reals and SWD of as many fakes and reals, from one render of the
+    fakes (single process).
 
-    Biased upwards for small counts (the estimate of the fakes' 2048-d covariance): comparable only
-    between arms scored with the same count, which reproduce.py guarantees.
+    The protocols of metric_main.fid_full and metric_main.sliced_wasserstein (same items, cameras, seeds and
+    descriptors; tests/test_reproduce.py checks the parity), but the fakes, the larger part of a CPU
+    evaluation, are rendered once instead of twice. Like SWD, it never takes more fakes than there are reals.
+    FID of a few hundred fakes is biased upwards (the fakes' 2048-d covariance): compare arms only.
     """
+    assert opts.num_gpus == 1, 'fid_and_swd runs in one process'
+    dataset = mu.get_dataset(opts)
+    num_items = min(num_items, len(dataset))
+    real = swd_lib.SWDAccumulator(seed=opts.seed, max_items=num_items)
+    fake = swd_lib.SWDAccumulator(seed=opts.seed + 1, max_items=num_items)
+    for images, _count, items in mu.iterate_real_images(opts, num_items, opts.batch_size):
+        real.append_descriptors(real.describe(images, items))
+    net = mu.get_feature_net(opts) if with_fid else None
+    stats = mu.FeatureStats(capture_mean_cov=True, max_items=num_items)
+    resolution = int(dataset.resolution)
+    with mu.progress_bar(opts, num_items, 'fakes (FID, SWD)') as bar:
+        for out, _camera, count, items in mu.render_fakes(opts, num_items, opts.batch_size, resolution):
+            images = mu.to_uint8(out.image)
+            fake.append_descriptors(fake.describe(images, items))
+            if net is not None:
+                with torch.no_grad():
+                    stats.append(net(images).cpu().numpy())
+            bar.update(count)
+    swd = float(swd_lib.swd_between(real, fake, seed=opts.seed)['swd_mean'])
+    if net is None:
+        return None, swd
     mu_real, sigma_real = mu.compute_real_features(opts, capture_mean_cov=True).get_mean_cov()
-    mu_fake, sigma_fake = mu.compute_fake_features(opts, num_fakes, capture_mean_cov=True).get_mean_cov()
-    return float(frechet.frechet_distance(mu_real, sigma_real, mu_fake, sigma_fake))
+    mu_fake, sigma_fake = stats.get_mean_cov()
+    return float(frechet.frechet_distance(mu_real, sigma_real, mu_fake, sigma_fake)), swd
+
+
+def metric_options(G, options: dict, feature_net, progress: bool) -> mu.MetricOptions:
+    """The options of calc_metrics.py for a run's G_ema: its data, its camera prior."""
+    return mu.MetricOptions(
+        G=G, dataset_kwargs=options['dataset_kwargs'], camera_prior_kwargs=options['camera_prior_kwargs'],
+        feature_net=feature_net, batch_gen=16, data_workers=0, progress=progress,
+    )  # fmt: skip
 
 
 def evaluate_snapshot(path: str, counts: dict, feature_net, final: bool, progress: bool) -> dict:
     """FID (if a network is given), SWD and, for the final snapshot, non-flatness of G_ema at `path`.
 
-    counts: dict(fid=..., swd=..., nonflat=...) sample counts. Returns the metrics and the seconds taken.
+    counts: dict(fakes=..., nonflat=...) sample counts. Returns the metrics and the seconds taken.
     """
     start = time.time()
     G, options = checkpoint.load_network(path, 'G_ema', with_options=True)
-    opts = mu.MetricOptions(
-        G=G, dataset_kwargs=options['dataset_kwargs'], camera_prior_kwargs=options['camera_prior_kwargs'],
-        feature_net=feature_net, batch_gen=16, data_workers=0, progress=progress,
-    )  # fmt: skip
-    G.eval()
-    out = dict(fid=None, swd=None, nonflat=None)
-    if feature_net is not None:
-        out['fid'] = fid_small(opts, counts['fid'])
-    swd = metric_main.sliced_wasserstein(opts, counts['swd'])
-    out['swd'] = next(v for k, v in swd.items() if k.endswith('_avg'))
+    opts = metric_options(G.eval(), options, feature_net, progress)
+    fid, swd = fid_and_swd(opts, counts['fakes'], with_fid=feature_net is not None)
+    out = dict(fid=fid, swd=swd, nonflat=None)
     if final:
         out['nonflat'] = geometry_eval.nonflatness(opts, num_items=counts['nonflat'])['nonflat']
     out['eval_s'] = time.time() - start

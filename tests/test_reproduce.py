@@ -20,6 +20,7 @@ from click.testing import CliRunner
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts'))
 
 import reproduce  # noqa: E402
+import reproduce_eval  # noqa: E402
 import reproduce_report  # noqa: E402
 
 
@@ -154,3 +155,26 @@ def test_two_segments_resume_and_a_failed_arm_is_reported(tmp_path, monkeypatch)
     assert 'Resumed from' in log and 'at kimg 0.016' in log
     again = CliRunner().invoke(reproduce.main, [*args[:2], '--kimg', '0.064', *args[4:]])
     assert again.exit_code != 0 and 'holds results with targets=' in again.output  # one plan per folder
+
+
+@pytest.mark.slow
+def test_one_render_for_fid_and_swd_equals_the_metrics_apart(quick_all):
+    """reproduce_eval renders the fakes once for both metrics; the numbers are those of the registry's
+    protocols computed one by one (metric_main.sliced_wasserstein, and fid_full's steps at this count)."""
+    from metrics import frechet, metric_main
+    from metrics import metric_utils as mu
+    from torch_utils import checkpoint
+
+    outdir, _plan, arms, _ = quick_all
+    snapshot = os.path.join(
+        outdir, {r['run']: r for r in _lines(outdir)}[arms['patch-dist/beta']]['snapshot']
+    )
+    G, options = checkpoint.load_network(snapshot, 'G_ema', with_options=True)
+    opts = reproduce_eval.metric_options(G.eval(), options, TinyFeatureNet(), progress=False)
+    fid, swd = reproduce_eval.fid_and_swd(opts, 12, with_fid=True)
+    assert swd == pytest.approx(metric_main.sliced_wasserstein(opts, 12)['swd0k_avg'], rel=1e-5)
+    mu_real, sigma_real = mu.compute_real_features(opts, capture_mean_cov=True).get_mean_cov()
+    mu_fake, sigma_fake = mu.compute_fake_features(opts, 12, capture_mean_cov=True).get_mean_cov()
+    assert fid == pytest.approx(frechet.frechet_distance(mu_real, sigma_real, mu_fake, sigma_fake), rel=1e-5)
+    capped = reproduce_eval.fid_and_swd(opts, 16, with_fid=False)  # never more fakes than the 16 reals
+    assert capped[0] is None and reproduce_eval.fid_and_swd(opts, 100, with_fid=False) == capped
