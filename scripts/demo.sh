@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's demo command: set up, render the built-in demo dataset, train the `demo` preset on
-# the CPU for a few minutes, and export a sample grid, an orbit video and a mesh into demo-out/.
-# Extra arguments go to train.py (e.g. `bash scripts/demo.sh --kimg 2` for a shorter run).
+# the CPU for a few minutes, export a sample grid, an orbit video and a mesh into demo-out/, and measure
+# FID (1000 fakes against the demo dataset, the FID Inception weights) of every snapshot: printed, and
+# plotted as demo-out/fid.png. Extra arguments go to train.py (e.g. `bash scripts/demo.sh --kimg 2`).
+# PGRF_DEMO_METRIC: the metric of that curve (default fid1k_full; 'none' skips it, e.g. with no weights).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${PGRF_PYTHON:-}" ]; then
@@ -27,4 +29,12 @@ echo "== demo: exporting samples, an orbit video and a mesh from $snapshot"
 $py gen_samples.py images --network "$snapshot" --seeds 0-15 --camera random:1 --outdir "$out/images"
 $py gen_samples.py video --network "$snapshot" --seeds 0-3 --trajectory orbit --frames 60 --fps 20 --outdir "$out/video"
 $py gen_samples.py geometry --network "$snapshot" --seeds 0 --resolution 128 --outdir "$out/mesh"
-echo "demo: done; results in $out/ (training-grid.png, images/, video/, mesh/)"
+metric=${PGRF_DEMO_METRIC:-fid1k_full}
+curve=""
+if [ "$metric" != none ]; then
+    echo "== demo: $metric of every snapshot against the demo dataset"
+    $py calc_metrics.py --run "$run" --snapshots all --metrics "$metric" --quiet
+    curve="${metric%%_*}.png"
+    $py scripts/demo_report.py "$run" --metric "$metric" --out "$out/$curve" --target 90
+fi
+echo "demo: done; results in $out/ (training-grid.png, images/, video/, mesh/${curve:+, $curve})"

@@ -12,15 +12,16 @@ PAPER = dict(
     metrics=['fid50k_full'], mirror=None, aug='ada', p=0.2, target=0.6, ada_interval=4, ada_kimg=500,
     workers=3, fp32=False, glr=0.002, dlr=0.002, betas=[0.0, 0.99], r1_interval=16, ema_kimg=20,
     ema_rampup=0.05, patch_res=64, patch_dist='beta', beta_end=0.8, anneal_kimg=10000, hyper_mod=True,
-    hyper_mod_mode='output', patch_cond=False, blur_sigma=0.0, triplane_res=512, ray_steps=48, bg=False,
-    camera_cond=True, density_noise_std=1.0, density_noise_kimg=5000, grid_seeds=8, grid_cameras=4,
-    G_kwargs={}, D_kwargs={}, loss_kwargs={}, augment_kwargs={}, sampler_kwargs={},
+    hyper_mod_mode='output', patch_cond=True, blur_sigma=10, triplane_res=512, ray_steps=48, bg=False,
+    camera_cond=True, camera_prior=None, density_noise_std=1.0, density_noise_kimg=5000, grid_seeds=8,
+    grid_cameras=4, G_kwargs={}, D_kwargs=dict(channel_base=16384), loss_kwargs={}, augment_kwargs={},
+    sampler_kwargs={},
 )  # fmt: skip
 
 DEMO = dict(
-    dataset='demo', batch=4, kimg=3, tick=0.5, snap=2, image_snap=1, metrics=[], aug='noaug', workers=1,
+    dataset='demo', batch=4, kimg=4, tick=0.5, snap=2, image_snap=1, metrics=[], aug='noaug', workers=1,
     fp32=True, glr=0.0025, ema_kimg=0.5, patch_res=32, anneal_kimg=2, triplane_res=32, ray_steps=8,
-    camera_cond=False, density_noise_kimg=0.5, grid_seeds=4,
+    camera_cond=False, density_noise_kimg=0.5, grid_seeds=4, blur_sigma=0,
     G_kwargs=dict(z_dim=64, w_dim=64, plane_channels=16, channel_base=1024, channel_max=64, decoder_hidden=32,
                   density_shift=-1.0, checkpoint_res=None),
     D_kwargs=dict(channel_base=1024, channel_max=64, hyper_dim=64, hyper_table_dim=32),

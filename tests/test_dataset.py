@@ -18,6 +18,7 @@ from training.dataset import (
     angles_to_label,
     load_dataset_preset,
     parse_background,
+    preset_camera_prior,
 )
 
 
@@ -243,14 +244,22 @@ def test_bad_labels(tmp_path, case, words):
 
 def test_presets_load_and_reject_unknown_keys(tmp_path):
     ffhq = load_dataset_preset('ffhq256')
-    assert ffhq['resolution'] == 256 and ffhq['fov'] == 12.0 and ffhq['camera_prior'] == 'normal'
+    # FFHQ/Cats: G draws the dataset's own poses (public code); Table 4's fits stay as camera_fit.
+    assert ffhq['resolution'] == 256 and ffhq['fov'] == 12.0 and ffhq['camera_prior'] == 'dataset'
     assert (
-        ffhq['camera_prior_kwargs']['yaw_std'] == 0.3
-        and load_dataset_preset('cats256')['camera_prior_kwargs']['yaw_std'] == 0.2
+        ffhq['camera_fit']
+        == dict(kind='normal', yaw_mean=0.0, yaw_std=0.3, pitch_mean=math.pi / 2, pitch_std=0.2)
+        and load_dataset_preset('cats256')['camera_fit']['yaw_std'] == 0.2
     )
+    assert preset_camera_prior(ffhq) == ('dataset', {}) and preset_camera_prior(ffhq, 'fit')[0] == 'normal'
     assert load_dataset_preset('ffhq512')['resolution'] == 512
     for name in ['plants256', 'food256', 'demo']:
         assert load_dataset_preset(name)['camera_prior'] == 'uniform_sphere'
+    assert (
+        load_dataset_preset('plants256')['mirror'] and load_dataset_preset('food256')['mirror']
+    )  # public code
+    with pytest.raises(ValueError, match='no camera_fit'):
+        preset_camera_prior(load_dataset_preset('plants256'), 'fit')
     bad = tmp_path / 'bad.yaml'
     bad.write_text(open(os.path.join(PRESET_DIR, 'demo.yaml')).read() + 'radiuss: 2\n')
     _bad(lambda: load_dataset_preset(str(bad)), 'radiuss')

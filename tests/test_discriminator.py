@@ -2,11 +2,11 @@ import pytest
 import torch
 
 from training import discriminator as disc
-from training.hypernet import HyperNetwork
+from training.hypernet import HyperNetwork, PatchEmbedding
 
 TINY = dict(
     img_resolution=32, patch_resolution=16, channel_base=64, channel_max=16, hyper_dim=16,
-    hyper_table_dim=8, hyper_num_freqs=3, cmap_dim=8, camera_num_freqs=2, patch_num_freqs=2,
+    hyper_table_dim=8, hyper_num_freqs=3, cmap_dim=8, camera_num_freqs=2,
 )  # fmt: skip
 
 
@@ -49,7 +49,7 @@ def test_block_layout_matches_a_full_resolution_discriminator():
 def test_unit_sigma_equals_the_standard_discriminator(mode):
     torch.manual_seed(0)
     D_hyper = disc.PatchDiscriminator(**TINY, hyper_mod=True, hyper_mod_mode=mode)
-    D_std = disc.PatchDiscriminator(**TINY, hyper_mod=False)
+    D_std = disc.PatchDiscriminator(**TINY, hyper_mod=False)  # keeps the patch embedding for its head
     shared = {k: v for k, v in D_hyper.state_dict().items() if not k.startswith('hyper.')}
     D_std.load_state_dict(shared, strict=True)
     _zero_adapters(D_hyper)  # Eq. 7: tanh(0) + 1 = 1
@@ -65,6 +65,8 @@ def test_sigma_is_in_zero_two_and_covers_every_layer():
     sigmas = D.modulations(params)
     expected = D.modulated_channels()
     assert set(sigmas) == set(expected) and 'epilogue.conv' in sigmas and 'blocks.0.fromrgb' in sigmas
+    D_in = disc.PatchDiscriminator(**TINY, hyper_mod_mode='input')
+    assert set(D_in.modulated_channels()) == {f'blocks.{i}.conv1_in' for i in range(len(D_in.blocks))}
     for name, s in sigmas.items():
         assert s.shape == (8, expected[name])
         assert (s > 0).all() and (s < 2).all()
@@ -77,14 +79,44 @@ def test_sigma_is_in_zero_two_and_covers_every_layer():
 
 
 def test_paper_embedding_is_828_dimensional():
-    H = HyperNetwork({'a': 4})
-    assert H.embed.out_features == 828
+    embed = PatchEmbedding()
+    assert embed.out_features == 828
     params = torch.tensor([[1.0, 0.0, 0.0], [0.1234, 0.5, 0.8766]])
-    e = H.embed(params)
+    e = embed(params)
     assert e.shape == (2, 828)
     # The table part of each scalar reads row round(1000 x).
-    assert torch.equal(e[1, :256], H.embed.tables[0].weight[123])
-    assert torch.equal(e[0, 276 : 276 + 256], H.embed.tables[1].weight[0])
+    assert torch.equal(e[1, :256], embed.tables[0].weight[123])
+    assert torch.equal(e[0, 276 : 276 + 256], embed.tables[1].weight[0])
+
+
+def test_hypernetwork_is_built_like_the_mapping_network():
+    # B.1: embedding layer, 2nd-moment normalisation, 2 FC layers at lr multiplier 0.01 (configurable).
+    H = HyperNetwork({'a': 4}, in_features=12, hyper_dim=8)
+    assert [layer.weight_gain for layer in H.mlp.layers] == pytest.approx([0.01 / 8**0.5] * 2)
+    assert H.mlp.embed.weight_gain == pytest.approx(1 / 12**0.5)
+    x = torch.randn(5, 12)
+    assert torch.allclose(H.mlp(x), H.mlp(x * 7.0), atol=1e-5)  # normalised: the input scale is irrelevant
+    D = disc.PatchDiscriminator(**TINY, camera_cond=True, hyper_lr_multiplier=0.5, cond_lr_multiplier=0.1)
+    assert D.hyper.mlp.layers[0].weight_gain == pytest.approx(0.5 / 16**0.5)
+    assert D.mapping.mlp.layers[0].weight_gain == pytest.approx(0.1 / 8**0.5)
+
+
+def test_projection_head_reads_the_patch_embedding_the_hypernetwork_reads():
+    torch.manual_seed(7)
+    D = disc.PatchDiscriminator(**TINY)  # paper defaults: hyper_mod and patch_cond
+    assert D.mapping is not None and D.mapping.patch_features == D.patch_embed.out_features == 3 * (8 + 6)
+    img, params, _ = _inputs()
+    other = params.clone()
+    other[:, 1:] = 0.3
+    with torch.no_grad():
+        for adapter in D.hyper.adapters.values():  # sigma = 1: only the head can see the patch parameters
+            adapter.weight.zero_()
+            adapter.bias.zero_()
+    assert (D(img, params) - D(img, other)).abs().min() > 1e-7
+    with torch.no_grad():
+        D.patch_embed.tables[1].weight.add_(1.0)  # the one table feeds both H and the head
+    embedding = D.patch_embed(params)
+    assert torch.equal(D.mapping(None, embedding, None), D.mapping.mlp(embedding))
 
 
 def test_changing_only_patch_params_changes_the_output():
@@ -95,10 +127,12 @@ def test_changing_only_patch_params_changes_the_output():
     other[:, 1:] = 0.3
     D = disc.PatchDiscriminator(**TINY, hyper_mod=True)
     assert (D(img, params) - D(img, other)).abs().min() > 1e-6
-    D_std = disc.PatchDiscriminator(**TINY, hyper_mod=False)
+    D_std = disc.PatchDiscriminator(**TINY, hyper_mod=False, patch_cond=False)
     assert torch.equal(D_std(img, params), D_std(img, other))
     D_cond = disc.PatchDiscriminator(**TINY, hyper_mod=False, patch_cond=True)
     assert (D_cond(img, params) - D_cond(img, other)).abs().min() > 1e-7
+    D_std = disc.PatchDiscriminator(**TINY, hyper_mod=False, patch_cond=False)
+    assert D_std.patch_embed is None and D_std.mapping is None
 
 
 def test_gradcheck_float64():
@@ -182,3 +216,28 @@ def test_checkpoint_round_trip(tmp_path):
     D2 = checkpoint.build_module(checkpoint.load(path)['modules']['D']).eval()
     img, params, angles = _inputs()
     assert torch.equal(D(img, params, angles), D2(img, params, angles))
+
+
+def test_class_conditioning_projects_a_one_hot_class():
+    torch.manual_seed(8)
+    D = disc.PatchDiscriminator(**TINY, c_dim=3).eval()
+    img, params, _ = _inputs()
+    c0, c1 = torch.eye(3)[[0, 0, 0, 0]], torch.eye(3)[[1, 1, 1, 1]]
+    assert D.mapping.c_dim == 3 and D.mapping.mlp.embed.in_features == 3 * (8 + 6) + 3
+    assert (D(img, params, c=c0) - D(img, params, c=c1)).abs().min() > 1e-7
+    with pytest.raises(ValueError, match='class labels'):
+        D(img, params)
+
+
+def test_adapter_init_scales_the_initial_modulation_and_zero_still_learns():
+    img, params, _ = _inputs(n=8)
+    spread = {}
+    for scale in (1.0, 0.1):
+        torch.manual_seed(9)
+        D = disc.PatchDiscriminator(**TINY, hyper_adapter_init=scale)
+        spread[scale] = torch.cat([(s - 1).flatten() for s in D.modulations(params).values()]).abs().mean()
+    assert spread[0.1] < 0.2 * spread[1.0]  # tanh is near-linear at small scale: sigma - 1 shrinks ~10x
+    D = disc.PatchDiscriminator(**TINY, hyper_adapter_init=0.0)
+    assert all(torch.equal(s, torch.ones_like(s)) for s in D.modulations(params).values())
+    D(img, params).sum().backward()  # W_l = 0 still gets a gradient (p is non-zero), so H can learn
+    assert all(a.weight.grad.abs().max() > 0 for a in D.hyper.adapters.values())

@@ -1,3 +1,4 @@
+import math
 import types
 
 import pytest
@@ -176,13 +177,17 @@ def test_blur_schedule_and_kernel():
         and loss.blur_sigma(100_000) == pytest.approx(5)
         and loss.blur_sigma(1e6) == 0
     )
+    # The public code's kernel: taps exp2(-(x / sigma)^2) for |x| <= floor(3 sigma), normalised.
     x = torch.zeros(1, 1, 15, 15)
     x[0, 0, 7, 7] = 1
-    y = loss_mod.gaussian_blur(x, 1.0)
-    assert y.sum().item() == pytest.approx(1.0, abs=1e-5)
+    y = loss_mod.gaussian_blur(x, 2.0)[0, 0]
+    taps = torch.exp2(-(torch.arange(-6, 7.0) / 2.0).square())
+    taps = taps / taps.sum()
+    assert torch.allclose(y[7, 1:14], taps * taps[6], atol=1e-7) and y[7, 0] == 0  # 13 taps, no more
     r2 = (torch.arange(15) - 7.0).square()
-    var = (y[0, 0].sum(0) * r2).sum()  # spread along x
-    assert var.item() == pytest.approx(1.0, abs=0.02)
+    var = (y.sum(0) * r2).sum()  # spread along x: a Gaussian of std sigma / sqrt(2 ln 2)
+    assert var.item() == pytest.approx(4.0 / (2 * math.log(2)), rel=0.01)
+    assert torch.equal(loss_mod.gaussian_blur(x, 0.3), x)  # floor(3 sigma) = 0: no taps, no blur
 
 
 def test_r1_gamma_auto_phases_and_errors():

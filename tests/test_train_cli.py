@@ -49,12 +49,12 @@ def test_gamma_auto_resolves_to_the_heuristic(setup):
 
 
 def test_ablation_flags_reach_D_and_the_loss(setup):
-    c = _dry_run(setup)  # defaults: the paper's D (Eq. 2 modulation, no patch conditioning) and no blur
-    assert (c['D_kwargs']['hyper_mod_mode'], c['D_kwargs']['patch_cond']) == ('output', False)
+    c = _dry_run(setup)  # defaults: Eq. 2 modulation, patch projection (Sec. 3.2), no blur
+    assert (c['D_kwargs']['hyper_mod_mode'], c['D_kwargs']['patch_cond']) == ('output', True)
     assert c['loss_kwargs']['blur_init_sigma'] == 0.0
-    c = _dry_run(setup, '--hyper-mod-mode', 'input', '--patch-cond', '--blur-sigma', '10')
-    assert (c['hyper_mod_mode'], c['patch_cond'], c['blur_sigma']) == ('input', True, 10.0)
-    assert (c['D_kwargs']['hyper_mod_mode'], c['D_kwargs']['patch_cond']) == ('input', True)
+    c = _dry_run(setup, '--hyper-mod-mode', 'input', '--no-patch-cond', '--blur-sigma', '10')
+    assert (c['hyper_mod_mode'], c['patch_cond'], c['blur_sigma']) == ('input', False, 10.0)
+    assert (c['D_kwargs']['hyper_mod_mode'], c['D_kwargs']['patch_cond']) == ('input', False)
     assert c['loss_kwargs']['blur_init_sigma'] == 10.0
 
 
@@ -123,3 +123,19 @@ def test_missing_feature_net_fails_before_training(setup, monkeypatch, tmp_path)
     assert 'needs the FID Inception weights' in result.output and 'no-such-inception.pt' in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not os.path.exists(setup['outdir'])  # failed before any run directory was made
+
+
+def test_camera_prior_flag_picks_the_dataset_poses_or_the_fit(tmp_path):
+    setup = make_tiny_setup(tmp_path)
+    assert _dry_run(setup)['camera_prior_kwargs']['kind'] == 'uniform_sphere'  # the dataset preset's
+    c = _dry_run(setup, '--camera-prior', 'dataset')
+    assert {k: v for k, v in c['camera_prior_kwargs'].items() if k != 'class_name'} == dict(
+        kind='dataset', radius=3.5, fov=45.0
+    )
+    preset = tmp_path / 'tiny_dataset.yaml'
+    preset.write_text(preset.read_text() + 'camera_fit: {kind: normal, yaw_std: 0.25}\n')
+    c = _dry_run(setup, '--camera-prior', 'fit')
+    assert (c['camera_prior_kwargs']['kind'], c['camera_prior_kwargs']['yaw_std']) == ('normal', 0.25)
+    preset.write_text(preset.read_text().replace('camera_fit: {kind: normal, yaw_std: 0.25}\n', ''))
+    result = _invoke(*cli_args(setup, '--dry-run', '--camera-prior', 'fit'))
+    assert result.exit_code != 0 and 'no camera_fit' in result.output

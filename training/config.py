@@ -52,14 +52,15 @@ DEFAULTS = dict(
     beta_end=0.8,  # Final beta(T) of the Beta(1, beta(t)) scale distribution (Eq. 5).
     anneal_kimg=10000,  # Annealing length T of the scale schedule in kimg.
     hyper_mod=True,  # Hypernetwork modulation of D's filters by (s, dx, dy) (Eq. 2, 7).
-    hyper_mod_mode='output',  # output: sigma scales each conv's outputs (Eq. 2) | input: the public code's form.
-    patch_cond=False,  # Also feed (s, dx, dy) to D's projection conditioning (ablation; paper: off).
+    hyper_mod_mode='output',  # output: every conv's outputs (Eq. 2; measured better) | input: the public code's.
+    patch_cond=True,  # Feed D's patch embedding to its projection head as well (Sec. 3.2).
     blur_sigma=0.0,  # Initial blur std (patch pixels) of real and fake patches, faded out over the loss's
     # blur_fade_kimg. 0 = none: the paper's setup, inherited from StyleGAN2-ADA, has no blur.
     triplane_res=512,  # Tri-plane resolution Rp.
     ray_steps=48,  # Coarse samples per ray (as many fine samples again, hierarchically).
     bg=False,  # NeRF++ background model.
     camera_cond=False,  # Condition D on (yaw, pitch) (paper: FFHQ, Cats).
+    camera_prior=None,  # G's cameras: dataset (the dataset's poses) | fit (the preset's camera_fit) | None = preset's.
     density_noise_std=1.0,  # Gaussian noise on G's raw densities at the start (public code) ...
     density_noise_kimg=5000,  # ... annealed linearly to 0 over this many kimg; 0 = no noise.
     grid_seeds=8,  # Image grid: number of fixed seeds (rows).
@@ -75,6 +76,7 @@ CHOICES = dict(
     aug=('ada', 'noaug', 'fixed'),
     patch_dist=('beta', 'uniform', 'discrete'),
     hyper_mod_mode=('output', 'input'),
+    camera_prior=('dataset', 'fit'),  # or None: the dataset preset's own camera_prior
 )
 
 
@@ -184,7 +186,7 @@ def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> N
     if opts.density_noise_std < 0 or opts.density_noise_kimg < 0:
         raise ConfigError(f'{source}: density_noise_std and density_noise_kimg must be >= 0')
     for key, choices in CHOICES.items():
-        if opts[key] not in choices:
+        if opts[key] not in choices and not (key == 'camera_prior' and opts[key] is None):
             raise ConfigError(f'{source}: {key} must be one of {", ".join(choices)}, got {opts[key]!r}')
     opts.gamma = parse_gamma(opts.gamma, source)
     if not 0 <= opts.target <= 1 or not 0 <= opts.p <= 1:

@@ -376,6 +376,10 @@ PRESET_KEYS = dict(
     ray_end=(int, float),  # Far bound along each ray.
     cube_scale=(int, float),  # Half-size of the world box [-s, s]^3 the tri-planes cover.
 )
+# Keys a preset may leave out.
+OPTIONAL_PRESET_KEYS = dict(
+    camera_fit=dict,  # A fitted prior kept as an option (--camera-prior fit): {kind: ..., the prior's angles}.
+)
 
 
 def load_dataset_preset(name: str) -> dict:
@@ -395,12 +399,15 @@ def load_dataset_preset(name: str) -> dict:
             raise DatasetError(f'{path}: not valid YAML ({str(e).splitlines()[0]})') from None
     if not isinstance(preset, dict):
         raise DatasetError(f'{path}: expected a mapping of keys {sorted(PRESET_KEYS)}')
-    unknown, missing = sorted(set(preset) - set(PRESET_KEYS)), sorted(set(PRESET_KEYS) - set(preset))
+    allowed = {**PRESET_KEYS, **OPTIONAL_PRESET_KEYS}
+    unknown, missing = sorted(set(preset) - set(allowed)), sorted(set(PRESET_KEYS) - set(preset))
     if unknown or missing:
         raise DatasetError(
-            f'{path}: unknown keys {unknown}, missing keys {missing}; allowed: {sorted(PRESET_KEYS)}'
+            f'{path}: unknown keys {unknown}, missing keys {missing}; allowed: {sorted(allowed)}'
         )
-    for key, types in PRESET_KEYS.items():
+    for key, types in allowed.items():
+        if key not in preset:
+            continue
         if not isinstance(preset[key], types) or (types is not bool and isinstance(preset[key], bool)):
             raise DatasetError(f'{path}: {key} = {preset[key]!r} has the wrong type')
     parse_background(preset['background'])
@@ -412,15 +419,36 @@ def load_dataset_preset(name: str) -> dict:
         raise DatasetError(f'{path}: need 0 < ray_start < ray_end, cube_scale > 0 and resolution > 0')
     try:
         make_preset_camera_prior(preset, dataset=None if preset['camera_prior'] != 'dataset' else _NO_DATASET)
-    except ValueError as e:
+        if 'camera_fit' in preset:
+            make_preset_camera_prior(preset, dataset=_NO_DATASET, choice='fit')
+    except (ValueError, TypeError) as e:
         raise DatasetError(f'{path}: {e}') from None
     return preset
+
+
+def preset_camera_prior(preset: dict, choice: str | None = None) -> tuple[str, dict]:
+    """(kind, angle kwargs) of the prior `choice` names: None = the preset's camera_prior, 'dataset' = the
+    dataset's own poses, 'fit' = the preset's camera_fit (a fitted distribution kept as an option)."""
+    if choice is None:
+        return preset['camera_prior'], dict(preset['camera_prior_kwargs'])
+    if choice == 'dataset':
+        return 'dataset', {}
+    if choice == 'fit':
+        if 'camera_fit' not in preset:
+            raise ValueError(
+                'camera prior "fit": this dataset preset has no camera_fit; use --camera-prior dataset'
+            )
+        fit = dict(preset['camera_fit'])
+        return fit.pop('kind', 'normal'), fit
+    raise ValueError(f'camera prior choice {choice!r} must be dataset or fit')
 
 
 _NO_DATASET = cameras.angles_to_camera(0.0, math.pi / 2, 1.0, 30.0)  # stands in to validate 'dataset' presets
 
 
-def make_preset_camera_prior(preset: dict, dataset=None) -> cameras.CameraPrior:
-    """The camera prior a preset names, with the preset's radius and fov."""
-    kwargs = dict(preset['camera_prior_kwargs'], radius=preset['radius'], fov=preset['fov'])
-    return cameras.make_camera_prior(preset['camera_prior'], dataset=dataset, **kwargs)
+def make_preset_camera_prior(preset: dict, dataset=None, choice: str | None = None) -> cameras.CameraPrior:
+    """The camera prior a preset names (or `choice`, see preset_camera_prior), with its radius and fov."""
+    kind, kwargs = preset_camera_prior(preset, choice)
+    return cameras.make_camera_prior(
+        kind, dataset=dataset, radius=preset['radius'], fov=preset['fov'], **kwargs
+    )

@@ -96,10 +96,19 @@ def model_kwargs(opts, dp: dict, batch_gpu: int, source: str) -> dnnlib.EasyDict
     c = dnnlib.EasyDict(opts)
     c.batch_gpu = batch_gpu
     c.dataset_preset = dp
+    from training.dataset import preset_camera_prior
+
+    try:
+        kind, angles = preset_camera_prior(dp, opts.camera_prior)
+    except ValueError as err:
+        raise config.ConfigError(f'--camera-prior: {err}') from None
     c.camera_prior_kwargs = dict(
-        class_name='training.cameras.make_camera_prior', kind=dp['camera_prior'],
-        radius=dp['radius'], fov=dp['fov'], **dp['camera_prior_kwargs'],
-    )  # fmt: skip
+        class_name='training.cameras.make_camera_prior',
+        kind=kind,
+        radius=dp['radius'],
+        fov=dp['fov'],
+        **angles,
+    )
     _check_metrics(opts.metrics)
     c.G_kwargs = _generator_kwargs(opts, dp, source)
     c.D_kwargs = _discriminator_kwargs(opts, R, source)

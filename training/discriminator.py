@@ -4,8 +4,12 @@ A StyleGAN2 residual discriminator that sees r x r patches but keeps as many blo
 of the full R x R image: the first log2(R/r) blocks run at the patch resolution without downsampling
 (at 256/64: blocks at 64, 64, 64, 32, 16, 8 -> 4x4 epilogue), and every block keeps the channel width
 of the full-resolution block it stands for. A hypernetwork of the patch parameters (s, dx, dy)
-(training/hypernet.py) scales the filters of every conv layer (Eq. 2, 7); `hyper_mod=False` gives the
-standard discriminator. Camera angles and, optionally, the patch parameters condition D by projection.
+(training/hypernet.py) scales D's filters (Eq. 2, 7): `hyper_mod_mode='output'` (default, measured
+better at demo scale) the outputs of every conv (Eq. 2 read literally), 'input' the input channels of
+each block's resampling conv (the public code; one modulated layer per block, as Fig. 7's layer
+indices suggest); `hyper_mod=False`
+gives the standard discriminator. The projection head is conditioned on the same patch embedding
+(Sec. 3.2), and optionally on (yaw, pitch) (B.1) and a class label.
 """
 
 import math
@@ -15,7 +19,7 @@ import torch
 
 from torch_utils import misc
 from torch_utils.ops import bias_act, conv2d_resample
-from training.hypernet import HyperNetwork
+from training.hypernet import ConditionMLP, HyperNetwork, PatchEmbedding
 from training.layers import Conv2dLayer, FourierFeatures, FullyConnectedLayer
 
 # ----------------------------------------------------------------------------
@@ -127,32 +131,31 @@ class DiscriminatorEpilogue(torch.nn.Module):
 
 
 class ConditionMapping(torch.nn.Module):
-    """(yaw, pitch) and/or (s, dx, dy) -> Fourier features (dropout on the camera part) -> MLP -> cmap."""
+    """Projection-head conditioning -> cmap [N, cmap_dim]: the mapping-network structure (ConditionMLP) over
 
-    def __init__(
-        self, camera_cond, patch_cond, cmap_dim, camera_num_freqs, camera_dropout, patch_num_freqs, num_layers
-    ):
+    [Fourier(yaw, pitch) with dropout | the shared patch embedding | one-hot class], whichever are on.
+    """
+
+    def __init__(self, camera_cond, patch_features, c_dim, cmap_dim, camera_num_freqs, camera_dropout,
+                 num_layers, lr_multiplier):  # fmt: skip
         super().__init__()
-        self.camera_cond, self.patch_cond = camera_cond, patch_cond
-        in_features = 0
+        self.camera_cond, self.patch_features, self.c_dim = camera_cond, patch_features, c_dim
+        in_features = patch_features + c_dim
         if camera_cond:  # integer harmonics 1, 2, 4, ... of the angles: periodic in 2 pi
             self.camera_fourier = FourierFeatures(2, camera_num_freqs, min_freq=1 / (2 * math.pi))
             self.camera_dropout = torch.nn.Dropout(camera_dropout)  # App. B.1: keeps D off 3D dataset biases
             in_features += self.camera_fourier.out_features
-        if patch_cond:
-            self.patch_fourier = FourierFeatures(3, patch_num_freqs, min_freq=0.25, include_input=True)
-            in_features += self.patch_fourier.out_features
-        dims = [in_features] + [cmap_dim] * num_layers
-        layers = [FullyConnectedLayer(a, b, activation='lrelu') for a, b in zip(dims[:-1], dims[1:])]
-        self.mlp = torch.nn.Sequential(*layers)
+        self.mlp = ConditionMLP(in_features, cmap_dim, num_layers, lr_multiplier)
 
-    def forward(self, camera_angles, patch_params):
-        dtype = self.mlp[0].weight.dtype
+    def forward(self, camera_angles, patch_embedding, c):
+        dtype = self.mlp.embed.weight.dtype
         parts = []
         if self.camera_cond:
             parts.append(self.camera_dropout(self.camera_fourier(camera_angles.to(dtype))))
-        if self.patch_cond:
-            parts.append(self.patch_fourier(patch_params.to(dtype)))
+        if self.patch_features > 0:
+            parts.append(patch_embedding.to(dtype))
+        if self.c_dim > 0:
+            parts.append(c.to(dtype))
         return self.mlp(torch.cat(parts, dim=1))  # [N, cmap_dim]
 
 
@@ -170,7 +173,7 @@ def _check_resolutions(img_resolution, patch_resolution):
 
 
 class PatchDiscriminator(torch.nn.Module):
-    """D(img [N, C, r, r], patch_params [N, 3], camera_angles [N, 2] or None) -> logits [N, 1]."""
+    """D(img [N, C, r, r], patch_params [N, 3], camera_angles [N, 2] or None, c [N, c_dim]) -> logits [N, 1]."""
 
     @misc.record_init_kwargs
     def __init__(
@@ -185,18 +188,21 @@ class PatchDiscriminator(torch.nn.Module):
         mbstd_group_size=4,  # Group size of the minibatch-stddev layer; 1 = off.
         mbstd_num_channels=1,  # Feature maps the minibatch-stddev layer appends.
         hyper_mod=True,  # Modulate the conv layers with the patch hypernetwork (Sec. 3.2); False = standard D.
-        hyper_mod_mode='output',  # 'output': sigma_l scales each conv's output (Eq. 2); 'input': public code's form.
+        hyper_mod_mode='output',  # 'output': every conv's outputs (Eq. 2); 'input': the public code's form.
         hyper_dim=512,  # Width of the hypernetwork and of p.
         hyper_num_layers=2,  # Layers of the hypernetwork MLP.
+        hyper_lr_multiplier=0.01,  # Learning-rate multiplier of the hypernetwork MLP (B.1: mapping network's).
+        hyper_adapter_init=1.0,  # Initial scale of the adapters W_l (1: public code; 0: sigma = 1 at init).
         hyper_table_dim=256,  # Learned table width per patch scalar (embedding 3 * (256 + 20) = 828).
         hyper_num_freqs=10,  # Sin/cos pairs per patch scalar.
         camera_cond=False,  # Condition on (yaw, pitch) by projection (App. B.1; FFHQ and Cats).
         camera_num_freqs=6,  # Harmonics of the angles in the camera Fourier features.
         camera_dropout=0.5,  # Dropout on the camera features (App. B.1).
-        patch_cond=False,  # Also give (s, dx, dy) to the projection conditioning.
-        patch_num_freqs=6,  # Octaves of the patch Fourier features for patch_cond.
-        cmap_dim=512,  # Width of the conditioning vector.
+        patch_cond=True,  # Feed the patch embedding to the projection head too (Sec. 3.2).
+        c_dim=0,  # Number of classes for class-conditional projection (0 = unconditional).
+        cmap_dim=None,  # Width of the conditioning vector; None = the epilogue's channels (public code).
         cond_num_layers=2,  # Layers of the conditioning MLP.
+        cond_lr_multiplier=0.01,  # Learning-rate multiplier of the conditioning MLP (mapping network's).
     ):
         super().__init__()
         _check_resolutions(img_resolution, patch_resolution)
@@ -206,21 +212,27 @@ class PatchDiscriminator(torch.nn.Module):
             )
         self.img_resolution, self.patch_resolution = img_resolution, patch_resolution
         self.img_channels, self.hyper_mod, self.hyper_mod_mode = img_channels, hyper_mod, hyper_mod_mode
-        self.camera_cond, self.patch_cond = camera_cond, patch_cond
+        self.camera_cond, self.patch_cond, self.c_dim = camera_cond, patch_cond, c_dim
         channels = lambda v: min(channel_base // v, channel_max)  # noqa: E731
+        cmap_dim = channels(4) if cmap_dim is None else cmap_dim
         self.blocks = self._build_blocks(channels, num_fp16_res, conv_clamp)
-        has_cond = camera_cond or patch_cond
+        # One patch embedding, shared by H and the projection head (Sec. 3.2, as in the public code).
+        self.patch_embed = None
+        if hyper_mod or patch_cond:
+            self.patch_embed = PatchEmbedding(table_dim=hyper_table_dim, num_freqs=hyper_num_freqs)
+        has_cond = camera_cond or patch_cond or c_dim > 0
         self.mapping = None
         if has_cond:
-            cond = (cmap_dim, camera_num_freqs, camera_dropout, patch_num_freqs, cond_num_layers)
-            self.mapping = ConditionMapping(camera_cond, patch_cond, *cond)
+            patch_features = self.patch_embed.out_features if patch_cond else 0
+            cond = (cmap_dim, camera_num_freqs, camera_dropout, cond_num_layers, cond_lr_multiplier)
+            self.mapping = ConditionMapping(camera_cond, patch_features, c_dim, *cond)
         self.epilogue = DiscriminatorEpilogue(
             channels(4), cmap_dim if has_cond else 0, mbstd_group_size, mbstd_num_channels, conv_clamp
         )
         self.hyper = None
         if hyper_mod:
-            hyper = dict(table_dim=hyper_table_dim, num_freqs=hyper_num_freqs)
-            self.hyper = HyperNetwork(self.modulated_channels(), hyper_dim, hyper_num_layers, **hyper)
+            hyper = (self.patch_embed.out_features, hyper_dim, hyper_num_layers, hyper_lr_multiplier)
+            self.hyper = HyperNetwork(self.modulated_channels(), *hyper, adapter_init=hyper_adapter_init)
 
     def _build_blocks(self, channels, num_fp16_res, conv_clamp) -> torch.nn.ModuleList:
         """One block per block of a full-resolution D, each with that block's channel widths.
@@ -258,12 +270,12 @@ class PatchDiscriminator(torch.nn.Module):
 
     def modulations(self, patch_params: torch.Tensor) -> dict:
         """{layer name: sigma [N, c]} (Eq. 7); empty for the standard D."""
-        return self.hyper(patch_params) if self.hyper is not None else {}
+        if self.hyper is None:
+            return {}
+        return self.hyper(self.patch_embed(patch_params.to(self.epilogue.fc.weight.dtype)))
 
-    def forward(self, img, patch_params, camera_angles=None, update_emas=False):
-        del update_emas  # D keeps no running averages; the argument mirrors G's interface.
-        N = img.shape[0]
-        r = self.patch_resolution
+    def _check_inputs(self, img, patch_params, camera_angles, c):
+        N, r = img.shape[0], self.patch_resolution
         misc.assert_shape(img, [N, self.img_channels, r, r])
         misc.assert_shape(patch_params, [N, 3])
         if self.camera_cond:
@@ -272,11 +284,23 @@ class PatchDiscriminator(torch.nn.Module):
                     'PatchDiscriminator: camera_cond=True needs camera_angles [N, 2] (yaw, pitch)'
                 )
             misc.assert_shape(camera_angles, [N, 2])
-        sigmas = self.modulations(patch_params)
+        if self.c_dim > 0:
+            if c is None:
+                raise ValueError(
+                    f'PatchDiscriminator: c_dim={self.c_dim} needs class labels c [N, {self.c_dim}]'
+                )
+            misc.assert_shape(c, [N, self.c_dim])
+
+    def forward(self, img, patch_params, camera_angles=None, c=None, update_emas=False):
+        del update_emas  # D keeps no running averages; the argument mirrors G's interface.
+        self._check_inputs(img, patch_params, camera_angles, c)
+        dtype = self.epilogue.fc.weight.dtype
+        embedding = self.patch_embed(patch_params.to(dtype)) if self.patch_embed is not None else None
+        sigmas = self.hyper(embedding) if self.hyper is not None else {}
         x = None
         for i, block in enumerate(self.blocks):
             prefix = f'blocks.{i}.'
             block_sigmas = {k[len(prefix) :]: v for k, v in sigmas.items() if k.startswith(prefix)}
             x = block(x, img, block_sigmas)
-        cmap = self.mapping(camera_angles, patch_params) if self.mapping is not None else None
+        cmap = self.mapping(camera_angles, embedding, c) if self.mapping is not None else None
         return self.epilogue(x, cmap, sigmas.get('epilogue.conv'))  # [N, 1]

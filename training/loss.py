@@ -35,12 +35,13 @@ def lazy_regularization(lr: float, betas, reg_interval: int):
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of std `sigma` pixels (of the patch), zero padded to keep the size."""
-    if sigma <= 0:
+    """Separable blur with the public code's kernel exp2(-(x / sigma)^2) (a Gaussian of std sigma / sqrt(2 ln 2)
+    ~= 0.85 sigma), taps |x| <= floor(3 sigma), normalised to sum 1, zero padded to keep the size."""
+    radius = int(np.floor(3 * sigma)) if sigma > 0 else 0
+    if radius < 1:
         return images
-    radius = int(np.ceil(3 * sigma))
     x = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
-    f = torch.exp(-x.square() / (2 * sigma**2))
+    f = torch.exp2(-(x / sigma).square())
     return upfirdn2d.filter2d(images, f / f.sum())
 
 
@@ -70,8 +71,8 @@ class PatchLoss:
         augment_pipe=None,  # AugmentPipe applied to real and fake patches alike; None = off.
         r1_gamma=0.05,  # R1 weight; 'auto' = 0.0002 * R^2 / batch_size.
         batch_size=None,  # Total batch size; needed only for r1_gamma='auto'.
-        blur_init_sigma=0.0,  # Blur std (patch pixels) of D's inputs at cur_nimg = 0; 0 = off.
-        blur_fade_kimg=200,  # The blur fades linearly to 0 over this many kimg.
+        blur_init_sigma=0.0,  # Blur sigma (patch pixels, exp2 kernel) of D's inputs at cur_nimg = 0; 0 = off.
+        blur_fade_kimg=200,  # The blur fades linearly to 0 over this many kimg (public code: 10 over 200).
     ):
         self.device, self.G, self.D = device, G, D
         self.augment_pipe = augment_pipe
