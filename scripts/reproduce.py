@@ -20,9 +20,12 @@ Examples:
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import click
 import tqdm
@@ -110,6 +113,21 @@ def select(name: str, reference: dict) -> tuple[list[dict], dict]:
 # One arm: train segment by segment, score each snapshot.
 
 
+RESULTS_LOCK = threading.Lock()  # --jobs: arms append to results.jsonl from several threads
+CHILDREN: set = set()  # running train.py processes, stopped with the reproduction
+STOPPING = threading.Event()  # set by SIGTERM: no new train.py starts
+
+
+def stop_children(signum, frame) -> None:
+    """SIGTERM: pass it on to every train.py (each writes a snapshot and exits), then stop; a rerun resumes."""
+    STOPPING.set()
+    for proc in list(CHILDREN):
+        proc.send_signal(signal.SIGTERM)
+    for proc in list(CHILDREN):
+        proc.wait()
+    raise SystemExit(f'stopped by signal {signum}; rerun the same command to resume')
+
+
 class ArmFailed(RuntimeError):
     """Training or scoring of one arm failed; the message is one line for the summary."""
 
@@ -130,6 +148,8 @@ def train_segment(plan: dict, run: str, options: dict, seed: int, target: float,
     if run_dir.find_latest_run(outdir) is not None:
         cmd += ['--resume', 'latest']
         start = reproduce_eval.snapshot_kimg(latest_snapshot(outdir))
+    if STOPPING.is_set():
+        raise ArmFailed('not started: the reproduction was stopped')
     log_path = os.path.join(plan['outdir'], 'logs', f'{run}-seed{seed}.log')
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     last = ''
@@ -139,12 +159,14 @@ def train_segment(plan: dict, run: str, options: dict, seed: int, target: float,
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=train_env(plan), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
+        CHILDREN.add(proc)
         for line in proc.stdout:
             log.write(line)
             last = line.strip() or last
             match = KIMG_RE.match(line)
             if match:
                 bar.update(min(float(match.group(1)), target) - bar.n)
+        CHILDREN.discard(proc)
         if proc.wait() != 0:
             raise ArmFailed(f'train.py exited with {proc.returncode}: {last} (log: {log_path})')
 
@@ -198,7 +220,7 @@ def process_run(plan: dict, run: str, options: dict, seed: int, done: set, featu
             train_s=progress['total_time'], snapshot=os.path.relpath(snapshot, plan['outdir']),
             counts=plan['counts'], options=options, timestamp=time.time(),
         )  # fmt: skip
-        with open(os.path.join(plan['outdir'], 'results.jsonl'), 'a', encoding='utf-8') as f:
+        with RESULTS_LOCK, open(os.path.join(plan['outdir'], 'results.jsonl'), 'a', encoding='utf-8') as f:
             f.write(json.dumps(row) + '\n')
         scored += 1
     return scored
@@ -263,8 +285,17 @@ def preset_reference(cfg: str) -> dict:
     return {key: opts[key] for key in ABLATED}
 
 
-def reproduce(experiment: str, plan: dict, seeds: int, feature_net=None, fid: bool = True) -> list[str]:
-    """Run every (seed, arm) that results.jsonl lacks, then write the report; returns the failures."""
+def reproduce(
+    experiment: str,
+    plan: dict,
+    seeds: int,
+    feature_net=None,
+    fid: bool = True,
+    train: bool = True,
+    jobs: int = 1,
+) -> list[str]:
+    """Run every (seed, arm) that results.jsonl lacks (unless not `train`; `jobs` arms at a time), then write
+    the report; returns the failures."""
     start, load = time.time(), os.getloadavg()[1]
     check_plan(plan)
     net, fid_note = reproduce_eval.resolve_feature_net(feature_net, plan['quick'], fid)
@@ -272,13 +303,19 @@ def reproduce(experiment: str, plan: dict, seeds: int, feature_net=None, fid: bo
     results_path = os.path.join(plan['outdir'], 'results.jsonl')
     done = {(r['run'], r['seed'], r['target_kimg']) for r in reproduce_report.read_results(results_path)}
     failures = []
-    for seed in range(seeds):  # seeds outermost: a stopped reproduction has every arm at the same depth
-        for run, options in runs.items():
-            try:
-                process_run(plan, run, options, seed, done, net)
-            except Exception as err:  # one arm's failure must not stop the others
-                failures.append(f'{run} seed {seed}: {err}')
-                tqdm.tqdm.write(f'FAILED {failures[-1]}')
+
+    def one_arm(seed: int, run: str) -> None:
+        try:
+            process_run(plan, run, runs[run], seed, done, net)
+        except Exception as err:  # one arm's failure must not stop the others
+            failures.append(f'{run} seed {seed}: {err}')
+            tqdm.tqdm.write(f'FAILED {failures[-1]}')
+
+    # Seeds outermost: a stopped reproduction has every arm at the same depth. Each arm's training is a
+    # subprocess and its scoring mostly torch kernels, so threads are enough to run `jobs` arms at once.
+    order = [(seed, run) for seed in range(seeds if train else 0) for run in runs]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(lambda item: one_arm(*item), order))
     header = describe(plan, seeds, fid_note, time.time() - start, (load + os.getloadavg()[1]) / 2)
     reproduce_report.write_report(plan['outdir'], chosen, header, failures)
     return failures
@@ -311,14 +348,17 @@ def describe(plan: dict, seeds: int, fid_note: str, wall_s: float, load: float) 
 @click.option('--anneal-kimg', type=click.FloatRange(min=0, min_open=True), help='Patch-scale annealing T  [default: 2/3 of --kimg]')
 @click.option('--fake-items', type=click.IntRange(min=2), help='Fakes per FID and SWD (rendered once)  [default: 128; --quick: 16]')
 @click.option('--nonflat-items', type=click.IntRange(min=2), help='Fakes for non-flatness  [default: 128; --quick: 16]')
+@click.option('--jobs', type=click.IntRange(min=1), default=1, show_default=True, help='Arms trained and scored at once.')
+@click.option('--report-only', is_flag=True, help='Only redraw summary.md and the plots from results.jsonl.')
 @click.option('--fid/--no-fid', default=True, show_default=True, help='Score FID (needs the Inception weights).')
 @click.option('--feature-net', help='FID Inception weights  [default: $PGRF_FEATURE_NET, else the download cache]', metavar='PATH')
 # fmt: on
-def main(experiment, quick, seeds, outdir, cfg, data, fid, feature_net, **given):
+def main(experiment, quick, seeds, outdir, cfg, data, jobs, report_only, fid, feature_net, **given):
     """Train and score every arm of EXPERIMENT; write results.jsonl, summary.md and <experiment>.png."""
     plan = make_plan(outdir, cfg, data, quick, **given)
+    signal.signal(signal.SIGTERM, stop_children)
     try:
-        failures = reproduce(experiment, plan, seeds, feature_net, fid)
+        failures = reproduce(experiment, plan, seeds, feature_net, fid, train=not report_only, jobs=jobs)
     except OSError as err:  # no FID weights for a real run: before any training
         raise click.ClickException(str(err)) from None
     click.echo(f'Wrote {os.path.join(outdir, "summary.md")} and the plots')

@@ -129,7 +129,18 @@ def test_rerun_retrains_only_what_is_missing(quick_all):
 def test_two_segments_resume_and_a_failed_arm_is_reported(tmp_path, monkeypatch):
     monkeypatch.setenv('PGRF_CACHE_DIR', str(tmp_path / 'cache'))
     monkeypatch.delenv('PGRF_FEATURE_NET', raising=False)
-    args = ['patch-res', '--quick', '--kimg', '0.032', '--snapshots', '2', '--outdir', str(tmp_path)]
+    args = [
+        'patch-res',
+        '--quick',
+        '--kimg',
+        '0.032',
+        '--snapshots',
+        '2',
+        '--jobs',
+        '2',
+        '--outdir',
+        str(tmp_path),
+    ]
     reproduce.make_plan(str(tmp_path), 'demo', None, quick=True)  # the quick preset, to name the arms
     arms = _arms(str(tmp_path))
     big, small = arms['patch-res/r16'], arms['patch-res/r8']
