@@ -6,7 +6,7 @@ the two compositing calls of a patch render, timed directly; `render_total` = th
 FLOPs of the forward convs / synthesis forward time) and `matmul_gflops` the measured float32 matmul rate of
 the machine with the same threads, so their ratio says how far from the hardware limit the synthesis runs.
 
-Measured 2026-11-25 on the team's 2-core CPU machine, shared with 7 other engineers (load average 0.7-4),
+Measured 2026-11-25 on the team's 2-core CPU machine, shared with other jobs (load average 0.7-4),
 --repeat 1, so times vary by up to 2x between runs:
 - G_paper_fwdbwd (thp): 72.7 s/step, peak RSS of the step 2905 MB (process peak 4004 MB, reached in the
   split measurements that follow), 1.9 M minor page faults; split synthesis 35.4 s, decode 10.2 s.
