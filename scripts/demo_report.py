@@ -9,11 +9,13 @@ The plot is drawn with Pillow alone (no plotting library needed).
 
 import json
 import os
-import re
 import sys
 
 import click
 from PIL import Image, ImageDraw
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from training import run_dir as run_dir_lib  # noqa: E402
 
 SIZE, MARGIN = (640, 400), (70, 30, 30, 50)  # image size; left, top, right, bottom margins
 
@@ -25,22 +27,26 @@ def read_curve(run_dir: str, metric: str) -> list[tuple[float, float, float]]:
         raise click.ClickException(
             f'{path} is missing: run calc_metrics.py --run {run_dir} --metrics {metric}'
         )
-    minutes = {}  # kimg (int, as in the snapshot names) -> training minutes when it was written
+    minutes = {}  # images shown when a tick ended -> training minutes by then
     stats_path = os.path.join(run_dir, 'stats.jsonl')
     if os.path.isfile(stats_path):
         with open(stats_path) as f:
             for line in f:
                 stats = json.loads(line)
                 hours = stats.get('Timing/total_hours', {})
-                minutes.setdefault(int(stats['kimg']), 60 * float(hours.get('mean', 0.0)))
+                minutes.setdefault(round(float(stats['kimg']) * 1000), 60 * float(hours.get('mean', 0.0)))
     curve = {}
     with open(path) as f:
         for line in f:
             entry = json.loads(line)
-            kimg = int(re.search(r'(\d+)\.pt$', entry['snapshot_pkl']).group(1))
+            nimg = run_dir_lib.snapshot_nimg(entry['snapshot_pkl'])  # whole kimg, or kimg.images inside one
+            if nimg is None:
+                raise click.ClickException(f'{path}: {entry["snapshot_pkl"]!r} is not a snapshot name')
             results = entry['results']
             value = results.get(metric, results.get(f'{metric}_avg', next(iter(results.values()))))
-            curve[kimg] = (float(kimg), minutes.get(kimg, float('nan')), float(value))  # the latest line wins
+            # The training time of the tick closest to the snapshot (snapshots are written at tick ends).
+            near = min(minutes, key=lambda n: abs(n - nimg)) if minutes else None
+            curve[nimg] = (nimg / 1000, minutes.get(near, float('nan')), float(value))  # the latest line wins
     return [curve[k] for k in sorted(curve)]
 
 
@@ -96,11 +102,11 @@ def main(run_dir, metric, out_path, target):
         raise click.ClickException(f'no {metric} results in {run_dir}')
     print(f'{"kimg":>6} {"train min":>9} {metric:>12}')
     for kimg, minutes, value in curve:
-        print(f'{kimg:6.0f} {minutes:9.1f} {value:12.2f}')
+        print(f'{kimg:6.3f} {minutes:9.1f} {value:12.2f}')
     draw_curve(curve, metric, out_path, target)
     kimg, minutes, value = curve[-1]
     print(
-        f'demo: final {metric} = {value:.1f} at {kimg:.0f} kimg ({minutes:.1f} min of training); plot: {out_path}'
+        f'demo: final {metric} = {value:.1f} at {kimg:.3g} kimg ({minutes:.1f} min of training); plot: {out_path}'
     )
 
 

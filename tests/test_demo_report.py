@@ -15,31 +15,35 @@ import demo_report  # noqa: E402
 def _run_dir(tmp_path):
     run = tmp_path / 'run'
     run.mkdir()
-    fids = {0: 210.0, 1: 150.0, 2: 120.0, 3: 95.5}
+    # Snapshot names as train.py writes them: whole kimg, or kimg.images inside one (0.016, 3.088).
+    fids = {'000000.016': 210.0, '000001': 150.0, '000002': 120.0, '000003.088': 95.5}
     with open(run / 'metric-fid1k_full.jsonl', 'w') as f:
-        for kimg in (0, 3, 1, 2):  # any order; a re-evaluated snapshot's last line wins
+        for kimg in (
+            '000000.016',
+            '000003.088',
+            '000001',
+            '000002',
+        ):  # any order; a re-evaluated snapshot's last line wins
             f.write(
                 json.dumps(
-                    dict(
-                        results={'fid1k_full': fids[kimg] + 1}, snapshot_pkl=f'network-snapshot-{kimg:06d}.pt'
-                    )
+                    dict(results={'fid1k_full': fids[kimg] + 1}, snapshot_pkl=f'network-snapshot-{kimg}.pt')
                 )
                 + '\n'
             )
         for kimg, fid in fids.items():
             f.write(
-                json.dumps(dict(results={'fid1k_full': fid}, snapshot_pkl=f'network-snapshot-{kimg:06d}.pt'))
+                json.dumps(dict(results={'fid1k_full': fid}, snapshot_pkl=f'network-snapshot-{kimg}.pt'))
                 + '\n'
             )
     with open(run / 'stats.jsonl', 'w') as f:
-        for kimg, hours in [(0.016, 0.001), (1.04, 0.05), (2.06, 0.1), (3.01, 0.15)]:
+        for kimg, hours in [(0.016, 0.001), (1.04, 0.05), (2.064, 0.1), (3.088, 0.15)]:
             f.write(json.dumps({'kimg': kimg, 'Timing/total_hours': dict(num=1, mean=hours, std=0)}) + '\n')
     return run
 
 
 def test_curve_is_read_in_kimg_order_with_training_minutes(tmp_path):
     curve = demo_report.read_curve(str(_run_dir(tmp_path)), 'fid1k_full')
-    assert [(k, v) for k, _, v in curve] == [(0, 210.0), (1, 150.0), (2, 120.0), (3, 95.5)]
+    assert [(k, v) for k, _, v in curve] == [(0.016, 210.0), (1, 150.0), (2, 120.0), (3.088, 95.5)]
     assert [round(m, 2) for _, m, _ in curve] == [0.06, 3.0, 6.0, 9.0]
 
 
@@ -48,7 +52,9 @@ def test_cli_prints_the_final_value_and_draws_the_png(tmp_path):
     result = CliRunner().invoke(demo_report.main, [str(run), '--out', str(out), '--target', '90'])
     assert result.exit_code == 0, result.output
     assert (
-        result.output.strip().splitlines()[-1].startswith('demo: final fid1k_full = 95.5 at 3 kimg (9.0 min')
+        result.output.strip()
+        .splitlines()[-1]
+        .startswith('demo: final fid1k_full = 95.5 at 3.09 kimg (9.0 min')
     )
     img = np.asarray(PIL.Image.open(out).convert('RGB'))
     assert img.shape == (400, 640, 3)
