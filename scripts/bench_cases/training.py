@@ -20,6 +20,7 @@ import torch  # noqa: E402
 
 import dnnlib  # noqa: E402
 from training import config, derive, train_step, training_loop  # noqa: E402
+from training.dataset import make_preset_camera_prior  # noqa: E402
 from training.patches import make_patch_sampler  # noqa: E402
 
 
@@ -40,10 +41,16 @@ def build_state(preset: str, device, batch: int | None = None, **flags) -> dnnli
     s = dnnlib.EasyDict(c=c, rank=0, world_size=1, device=torch.device(device), tick_scales=[])
     s.progress = dnnlib.EasyDict(cur_nimg=0, cur_tick=0, batch_idx=0, tick_start_nimg=0, total_time=0.0)
     training_loop.setup_modules(s)
-    s.camera_prior = dnnlib.construct_class_by_name(**c.camera_prior_kwargs, dataset=None)
+    if c.camera_prior_kwargs['kind'] == 'dataset':  # no dataset here: time with the preset's fitted prior
+        s.camera_prior = make_preset_camera_prior(dp, choice='fit')
+    else:
+        s.camera_prior = dnnlib.construct_class_by_name(**c.camera_prior_kwargs, dataset=None)
     s.patch_sampler = make_patch_sampler(**c.sampler_kwargs)
     s.batch_gpu, s.num_rounds = c.batch_gpu, c.batch // c.batch_gpu
-    s.input_stream = train_step.make_input_stream(c.seed)
+    if hasattr(
+        train_step, 'make_input_stream'
+    ):  # --code-root may time a checkout older than the input stream
+        s.input_stream = train_step.make_input_stream(c.seed)
     return s
 
 
