@@ -67,7 +67,7 @@ def _flags(**kw) -> dict:
 @click.option('--g-fp32', 'g_fp32', help="Keep G's synthesis fp32 (the paper: G fp32, D mixed)  [preset: false]", type=bool, metavar='BOOL')
 @click.option('--checkpoint', help="Recompute G's high-res synthesis blocks in backward; auto = when --memory-budget-gb needs it  [preset: auto]", type=click.Choice(config.CHOICES['checkpoint']))
 @click.option('--memory-budget-gb', 'memory_budget_gb', help='Synthesis activation memory above which --checkpoint auto recomputes  [preset: 4]', type=click.FloatRange(min=0, min_open=True))
-@click.option('--threads', help='CPU threads per process (OpenMP/MKL); idle threads sleep, so processes sharing cores degrade gracefully  [default: one per core]', type=click.IntRange(min=1))
+@click.option('--threads', help='CPU threads per process (OpenMP/MKL); idle threads sleep, so processes sharing cores degrade gracefully  [preset; default: one per core]', type=click.IntRange(min=1))
 @click.option('--camera-prior', 'camera_prior', help="G's cameras: the dataset's poses or the preset's fitted prior  [default: dataset preset]", type=click.Choice(config.CHOICES['camera_prior']))
 # Misc.
 @click.option('--resume', help="Resume: 'latest', a run directory, or a snapshot file", metavar='WHAT')
@@ -77,11 +77,11 @@ def _flags(**kw) -> dict:
 # fmt: on
 def main(outdir, cfg, data, gpus, resume, seed, desc, dry_run, metrics, threads, **kw):
     """Train a tri-plane NeRF GAN on r x r patches of random scale (EpiGRAF)."""
-    threads_lib.configure(threads)  # before torch loads (the option resolution below imports it)
+    threads_lib.configure(threads or _preset_threads(cfg))  # before torch loads (the resolution below imports it)
     try:
         if kw['gamma'] is not None:
             kw['gamma'] = config.parse_gamma(kw['gamma'])
-        flags = _flags(metrics=config.parse_metrics(metrics), **kw)
+        flags = _flags(metrics=config.parse_metrics(metrics), threads=threads, **kw)
         c = launch.resolve_training_options(
             outdir=outdir, cfg=cfg, data=data, gpus=gpus, resume=resume, seed=seed, desc=desc, flags=flags
         )
@@ -96,6 +96,15 @@ def main(outdir, cfg, data, gpus, resume, seed, desc, dry_run, metrics, threads,
         launch.launch(c)
     except run_dir.TrainingStopped as err:
         raise click.ClickException(str(err)) from None
+
+
+def _preset_threads(cfg: str) -> int | None:
+    """The preset's `threads` (read without torch); a broken preset is reported by the full resolution later."""
+    try:
+        threads = config.load_preset(cfg).get('threads')
+    except config.ConfigError:
+        return None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
 
 
 def _fetch_feature_net(metrics: list[str]) -> None:

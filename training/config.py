@@ -45,6 +45,8 @@ DEFAULTS = dict(
     g_fp32=False,  # Keep G's synthesis in fp32 (the paper's setting: G fp32, D mixed); D follows `precision`.
     checkpoint='auto',  # Recompute G's high-res synthesis blocks in backward: auto (if memory needs it) | on | off.
     memory_budget_gb=4.0,  # For checkpoint=auto: checkpoint when the synthesis activations would exceed this.
+    threads=None,  # CPU threads per process (OpenMP/MKL); None = one per core. Idle threads sleep (threads.py),
+    # which costs a wake-up per parallel region: tiny configs (the demo) run faster on one thread.
     glr=0.002,  # G learning rate (paper: 0.002; the public code: 0.0025).
     dlr=0.002,  # D learning rate (paper: 0.002).
     betas=[0.0, 0.99],  # Adam betas for G and D (paper: 0, 0.99).
@@ -196,6 +198,9 @@ def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> N
             raise ConfigError(f'{source}: {key} must be one of {", ".join(choices)}, got {opts[key]!r}')
     opts.gamma = parse_gamma(opts.gamma, source)
     _check_positive(opts, ['memory_budget_gb'], source)
+    if opts.threads is not None and (not isinstance(opts.threads, int) or isinstance(opts.threads, bool)
+                                     or opts.threads < 1):  # fmt: skip
+        raise ConfigError(f'{source}: threads must be a whole number >= 1 or null, got {opts.threads!r}')
     if not 0 <= opts.target <= 1 or not 0 <= opts.p <= 1:
         raise ConfigError(f'--target and p must lie in [0, 1], got target={opts.target}, p={opts.p}')
     if opts.batch % num_gpus != 0:
