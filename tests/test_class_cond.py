@@ -9,6 +9,7 @@ import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
+from test_gen_samples import TINY as TINY_G
 from test_train_fixtures import add_classes, cli_args, make_tiny_dataset, make_tiny_setup
 
 import calc_metrics
@@ -22,11 +23,6 @@ from training.discriminator import PatchDiscriminator
 from training.generator import Generator, one_hot_classes
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
-TINY_G = dict(
-    z_dim=8, w_dim=8, img_resolution=16, patch_resolution=8, plane_resolution=16, plane_channels=4,
-    channel_base=64, channel_max=8, decoder_hidden=8, num_coarse=6, num_fine=6, scene_bounds=0.5,
-    ray_start=0.5, ray_end=1.5, checkpoint_res=None, density_shift=1.0,
-)  # fmt: skip
 TINY_D = dict(
     img_resolution=16, patch_resolution=8, channel_base=64, channel_max=8, hyper_dim=8, hyper_table_dim=4,
     hyper_num_freqs=2, cmap_dim=8, mbstd_group_size=2, precision='fp32',
