@@ -182,6 +182,7 @@ def _state(tmp_path, classes=CLASSES, **flags):
 def test_reals_carry_their_class_and_fakes_follow_the_class_frequencies(tmp_path):
     s = _state(tmp_path)
     assert (s.G.c_dim, s.D.c_dim, s.G_ema.c_dim) == (3, 3, 3)
+    assert s.grid_c.argmax(1).tolist() == [0, 1]  # the image grid: row i shows class i mod 3
     sampler = data_iter.InfiniteSampler(len(s.dataset), seed=s.c.seed)
     stream = iter(sampler)
     order = [next(stream) for _ in range(s.batch_gpu * s.num_rounds)]
@@ -244,6 +245,10 @@ def test_train_cond_then_gen_samples_and_calc_metrics(tmp_path, monkeypatch):
         return np.asarray(PIL.Image.open(folder / f'images-seed{seed:04d}.png'))
 
     assert np.array_equal(png(out, 1), png(tmp_path / 'o2', 1))
+    for command in (['video', '--frames', '2'], ['geometry', '--resolution', '8', '--no-render']):
+        common = ['--network', snapshot, '--seeds', '0', '--outdir', tmp_path / command[0], '--class', 'shoe']
+        res = runner.invoke(gen_samples.main, [str(a) for a in command + common])
+        assert res.exit_code == 0, res.output
     bad = runner.invoke(gen_samples.main, [str(a) for a in args + ['--class', 3]])
     assert bad.exit_code != 0 and 'the network has 3 classes' in bad.output
     for extra in ([], ['--class', 'shoe']):

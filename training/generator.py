@@ -92,7 +92,8 @@ def one_hot_classes(classes, c_dim: int, device=None) -> torch.Tensor | None:
 
 
 class Generator(torch.nn.Module):
-    """G(z, camera, patch_params) -> RenderOutput(image [N, 3, r, r] in [-1, 1], depth, opacity)."""
+    """G(z, camera, patch_params, c=None) -> RenderOutput(image [N, 3, r, r] in [-1, 1], depth, opacity); c is
+    the one-hot class [N, c_dim] of a class-conditional G (c_dim > 0)."""
 
     @misc.record_init_kwargs
     def __init__(
