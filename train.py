@@ -62,6 +62,7 @@ def _flags(**kw) -> dict:
 @click.option('--ray-steps', 'ray_steps', help='Coarse (= fine) samples per ray  [preset: 48]', type=click.IntRange(min=2))
 @click.option('--bg/--no-bg', 'bg', default=None, help='NeRF++ background model  [preset: off]')
 @click.option('--camera-cond/--no-camera-cond', 'camera_cond', default=None, help='Condition D on yaw/pitch  [preset]')
+@click.option('--cond', help='Class-conditional G and D from the classes in dataset.json  [preset: false; plants256, food256: true]', type=bool, metavar='BOOL')
 @click.option('--fp32', help='Legacy: true = --precision fp32', type=bool, metavar='BOOL')
 @click.option('--precision', help="Conv precision of G's synthesis and D; auto = bf16 on CPUs/GPUs with native bf16, fp16 on V100-class GPUs, else fp32  [preset: auto]", type=click.Choice(config.CHOICES['precision']))
 @click.option('--g-fp32', 'g_fp32', help="Keep G's synthesis fp32 (the paper: G fp32, D mixed)  [preset: false]", type=bool, metavar='BOOL')

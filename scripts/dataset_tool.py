@@ -97,6 +97,7 @@ def convert(source, dest, resolution, crop, channels, background, max_images):
     if not names:
         raise DatasetError(f'{source}: no images found; check the path')
     labels, fmt = ops.labels_for(names, json_raw, where)
+    classes, class_names = ops.classes_for(names, json_raw, where)  # carried unchanged
     entries, out_size = [], None
     with AtomicZip(dest) as zf:
         for i, name in enumerate(tqdm.tqdm(names, desc='convert', unit='img', disable=None, leave=False)):
@@ -119,7 +120,7 @@ def convert(source, dest, resolution, crop, channels, background, max_images):
                 label[16:] = ops.crop_intrinsics(K, W, H, box).reshape(-1)
                 entries.append((out_name, label))
         if labels is not None:
-            zf.writestr('dataset.json', ops.write_labels_json(entries))
+            zf.writestr('dataset.json', ops.write_labels_json(entries, classes, class_names))
     note = '' if labels is not None else ' (no dataset.json in the source: the output has no labels)'
     click.echo(f'wrote {len(names)} images at {out_size}x{out_size} ({channels}) to {dest}{note}')
 

@@ -13,7 +13,7 @@ PAPER = dict(
     workers=3, fp32=False, precision='auto', g_fp32=False, checkpoint='auto', memory_budget_gb=4.0, threads=None, glr=0.002, dlr=0.002, betas=[0.0, 0.99], r1_interval=16, ema_kimg=20,
     ema_rampup=0.05, patch_res=64, patch_dist='beta', beta_end=0.8, anneal_kimg=10000, hyper_mod=True,
     hyper_mod_mode='input', patch_cond=True, blur_sigma=10, triplane_res=512, ray_steps=48, bg=False,
-    camera_cond=True, camera_prior=None, density_noise_std=1.0, density_noise_kimg=5000, grid_seeds=8,
+    camera_cond=True, cond=False, camera_prior=None, density_noise_std=1.0, density_noise_kimg=5000, grid_seeds=8,
     grid_cameras=4, G_kwargs={}, D_kwargs=dict(channel_base=16384), loss_kwargs={}, augment_kwargs={},
     sampler_kwargs={},
 )  # fmt: skip
@@ -31,8 +31,9 @@ EXPECTED = dict(
     ffhq256=PAPER,
     ffhq512=dict(PAPER, dataset='ffhq512'),
     cats256=dict(PAPER, dataset='cats256'),
-    plants256=dict(PAPER, dataset='plants256', camera_cond=False),  # B.1: camera conditioning for FFHQ, Cats
-    food256=dict(PAPER, dataset='food256', camera_cond=False),
+    # B.1: camera conditioning for FFHQ, Cats; the authors trained M-Plants and M-Food class-conditionally.
+    plants256=dict(PAPER, dataset='plants256', camera_cond=False, cond=True),
+    food256=dict(PAPER, dataset='food256', camera_cond=False, cond=True),
     demo=dict(PAPER, **DEMO),
     demo_classic=dict(PAPER, **dict(DEMO, dataset='demo_classic')),
 )
@@ -48,7 +49,8 @@ def test_shipped_preset_resolves_to_the_pinned_options(name):
 def test_paper_presets_hold_only_their_differences():
     for name in ('ffhq256', 'ffhq512', 'cats256', 'plants256', 'food256'):
         data = config._read_preset(config._preset_path(name))
-        assert set(data) == {'base', 'dataset', 'camera_cond'}, name
+        cond = {'cond'} if name in ('plants256', 'food256') else set()
+        assert set(data) == {'base', 'dataset', 'camera_cond'} | cond, name
     assert 'dataset' not in config.load_preset('epigraf')  # a base, not a runnable preset
 
 

@@ -66,6 +66,7 @@ DEFAULTS = dict(
     ray_steps=48,  # Coarse samples per ray (as many fine samples again, hierarchically).
     bg=False,  # NeRF++ background model.
     camera_cond=False,  # Condition D on (yaw, pitch) (paper: FFHQ, Cats).
+    cond=False,  # Class-conditional G and D from dataset.json's "classes" (the authors: M-Plants, M-Food).
     camera_prior=None,  # G's cameras: dataset (the dataset's poses) | fit (the preset's camera_fit) | None = preset's.
     density_noise_std=1.0,  # Gaussian noise on G's raw densities at the start (public code) ...
     density_noise_kimg=5000,  # ... annealed linearly to 0 over this many kimg; 0 = no noise.
@@ -218,6 +219,8 @@ def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> N
     for key in ('G_kwargs', 'D_kwargs', 'loss_kwargs', 'augment_kwargs', 'sampler_kwargs'):
         if not isinstance(opts[key], dict):
             raise ConfigError(f'{source}: {key} must be a mapping, got {opts[key]!r}')
+    if not isinstance(opts.cond, bool):
+        raise ConfigError(f'{source}: cond must be true or false, got {opts.cond!r}')
     if not isinstance(opts.metrics, list):
         raise ConfigError(f'{source}: metrics must be a list of names, got {opts.metrics!r}')
 
