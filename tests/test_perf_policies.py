@@ -1,0 +1,69 @@
+"""Speed policies that must not change results: when G recomputes its decoder, and when an op runs on one thread."""
+
+import pytest
+import torch
+
+from torch_utils import threads
+from torch_utils.ops import conv2d_gradfix
+from training import config, derive
+
+
+def _model_kwargs(preset: str, **flags):
+    opts = config.resolve(config.load_preset(preset), dict(batch=4, batch_gpu=4, **flags))
+    return derive.model_kwargs(opts, derive.load_dataset_preset(opts.dataset, preset), 4, preset)
+
+
+@pytest.mark.parametrize(
+    'preset, flags, expected',
+    [
+        ('demo', {}, False),  # 16 MB of decoder activations: recomputing them only costs time
+        ('ffhq256', {}, True),  # 0.7 GB: keeping them would take the paper step past its 4.7 GB target
+        ('demo', dict(checkpoint='on'), True),
+        ('ffhq256', dict(checkpoint='off'), False),
+        ('ffhq256', dict(memory_budget_gb=16.0), False),
+    ],
+)
+def test_decoder_checkpointing_follows_the_memory_budget(preset, flags, expected):
+    c = _model_kwargs(preset, **flags)
+    assert c.G_kwargs['checkpoint_decode'] is expected
+    assert derive.decoder_activation_gb(_model_kwargs('demo').G_kwargs, 4) == pytest.approx(
+        4 * 32**2 * 16 * (16 + 32 + 16) * 4 / 2**30
+    )
+
+
+def test_serial_if_small_uses_one_thread_inside_and_restores_the_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cpu = torch.device('cpu')
+        with threads.serial_if_small(threads.SERIAL_MACS - 1, cpu):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with threads.serial_if_small(threads.SERIAL_MACS, cpu):
+            assert torch.get_num_threads() == 2  # big work keeps every thread
+        with pytest.raises(RuntimeError), threads.serial_if_small(0, cpu):
+            raise RuntimeError('the count is restored on errors too')
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_small_convs_give_the_same_values_and_gradients_on_one_thread():
+    """conv2d_gradfix runs small convs single-threaded: values and first/second-order grads match F.conv2d."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(4, 8, 16, 16, generator=g, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(16, 8, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+        outs = []
+        for conv in (conv2d_gradfix.conv2d, torch.nn.functional.conv2d):
+            y = conv(x, w, stride=2, padding=1)
+            (gx,) = torch.autograd.grad(y.square().sum(), [x], create_graph=True)
+            (gw,) = torch.autograd.grad(gx.square().sum(), [w])  # R1's double backward
+            outs.append((y.detach(), gx.detach(), gw))
+            assert torch.get_num_threads() == 2
+        for a, b in zip(*outs):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    finally:
+        torch.set_num_threads(before)
