@@ -26,7 +26,9 @@ PLANE_AXES = ((0, 1), (0, 2), (1, 2))  # (width axis, height axis) of each plane
 
 def project_onto_planes(coords: torch.Tensor) -> torch.Tensor:
     """Normalized points [N, P, 3] -> their 2D coordinates on each named plane [N, 3, P, 2]."""
-    return torch.stack([coords[..., list(axes)] for axes in PLANE_AXES], dim=1)
+    # Each PLANE_AXES pair as a strided view (0:2 = xy, 0::2 = xz, 1:3 = yz): no gather, no scatter in backward.
+    views = {(0, 1): coords[..., 0:2], (0, 2): coords[..., 0::2], (1, 2): coords[..., 1:3]}
+    return torch.stack([views[axes] for axes in PLANE_AXES], dim=1)
 
 
 def sample_triplane(planes: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
