@@ -67,3 +67,39 @@ def test_small_convs_give_the_same_values_and_gradients_on_one_thread():
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_training_adam_step_equals_the_for_loop_adam():
+    """make_adam's fused step makes the same updates as the reference for-loop Adam (float32 round-off)."""
+    from training import train_step
+
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    b = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    b.load_state_dict(a.state_dict())
+    start = [p.detach().clone() for p in a.parameters()]
+    opt_a = train_step.make_adam(a, lr=0.01, betas=(0, 0.99))
+    opt_b = torch.optim.Adam(b.parameters(), lr=0.01, betas=(0.0, 0.99), eps=1e-8, foreach=False)
+    assert opt_a.defaults['fused']
+    for _ in range(5):
+        x = torch.randn(4, 5)
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            model(x).square().sum().backward()
+            opt.step()
+    for p, q, p0 in zip(a.parameters(), b.parameters(), start):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
+        assert (p - p0).abs().max() > 1e-3  # it trained
+
+
+def test_plane_projection_views_equal_indexing_by_the_named_axes():
+    from training.triplane import PLANE_AXES, project_onto_planes
+
+    coords = torch.randn(2, 5, 3, requires_grad=True)
+    naive = torch.stack([coords[..., list(axes)] for axes in PLANE_AXES], dim=1)  # [N, 3, P, 2]
+    assert torch.equal(project_onto_planes(coords), naive)
+    assert [tuple(a) for a in PLANE_AXES] == [(0, 1), (0, 2), (1, 2)]  # xy, xz, yz
+    weights = torch.randn(2, 3, 5, 2)
+    (g,) = torch.autograd.grad((project_onto_planes(coords) * weights).sum(), [coords])
+    (g_naive,) = torch.autograd.grad((naive * weights).sum(), [coords])
+    assert torch.equal(g, g_naive)
