@@ -103,3 +103,33 @@ def test_plane_projection_views_equal_indexing_by_the_named_axes():
     (g,) = torch.autograd.grad((project_onto_planes(coords) * weights).sum(), [coords])
     (g_naive,) = torch.autograd.grad((naive * weights).sum(), [coords])
     assert torch.equal(g, g_naive)
+
+
+def _rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def test_channels_last_discriminator_matches_a_float64_reference():
+    """D runs its conv blocks in channels_last; logits and gradients equal a float64 copy's to fp32 round-off."""
+    import copy
+
+    from training.discriminator import PatchDiscriminator
+
+    torch.manual_seed(0)
+    D = PatchDiscriminator(64, 32, channel_base=512, channel_max=32, hyper_dim=16, hyper_table_dim=8)
+    D64 = copy.deepcopy(D).double()
+    img, params = torch.randn(4, 3, 32, 32), torch.rand(4, 3)
+    seen = []
+    hook = D.blocks[0].conv0.register_forward_hook(
+        lambda m, i, o: seen.append(o.is_contiguous(memory_format=torch.channels_last))
+    )
+    grads = []
+    for model, dtype in ((D, torch.float32), (D64, torch.float64)):
+        x = img.to(dtype).requires_grad_(True)
+        logits = model(x, params.to(dtype))
+        weights = [model.blocks[0].fromrgb.weight, model.blocks[1].conv1.weight, model.epilogue.fc.weight]
+        grads.append([logits, *torch.autograd.grad(logits.square().sum(), [x, *weights])])
+    hook.remove()
+    assert seen == [True]  # the optimisation is active
+    for a, b in zip(*grads):
+        assert _rel(a.double(), b) < 1e-5
