@@ -11,6 +11,10 @@ import contextlib
 import os
 import sys
 import warnings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch must not load before `configure` has run
+    import torch
 
 # Set unless the user set them: sleep instead of spinning (libgomp: OMP_WAIT_POLICY; Intel OpenMP:
 # KMP_BLOCKTIME, the spin time in ms, for builds linked against it).

@@ -171,7 +171,8 @@ def checkpoint_res_for_budget(opts, G_kwargs: dict, batch_gpu: int) -> int | Non
     return CHECKPOINT_RES if synthesis_activation_gb(G_kwargs, batch_gpu) > opts.memory_budget_gb else None
 
 
-DECODE_BUDGET_SHARE = 1 / 16  # auto recomputes the decoder when its activations exceed this share of the budget
+# checkpoint=auto recomputes the decoder when its activations exceed this share of the memory budget.
+DECODE_BUDGET_SHARE = 1 / 16
 
 
 def decoder_activation_gb(G_kwargs: dict, batch_gpu: int) -> float:
