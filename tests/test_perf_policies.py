@@ -133,3 +133,26 @@ def test_channels_last_discriminator_matches_a_float64_reference():
     assert seen == [True]  # the optimisation is active
     for a, b in zip(*grads):
         assert _rel(a.double(), b) < 1e-5
+
+
+@pytest.mark.parametrize('fused', [None, True, False])
+@pytest.mark.parametrize('N,H,up', [(3, 4, 2), (3, 8, 1), (1, 4, 1)])
+def test_modulated_conv_forms_equal_the_reference(fused, N, H, up):
+    """Both forms of G's modulated conv, and the default choice between them, equal layers.modulated_conv2d."""
+    from torch_utils.ops import upfirdn2d
+    from training import triplane
+    from training.layers import modulated_conv2d
+
+    torch.manual_seed(0)
+    x = torch.randn(N, 6, H, H, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    styles = torch.randn(N, 6, dtype=torch.float64, requires_grad=True)
+    kw = dict(up=up, padding=1, resample_filter=upfirdn2d.setup_filter([1, 3, 3, 1]).to(torch.float64))
+    ours = triplane.modulated_conv(x, weight, styles, fused=fused, **kw)
+    ref = modulated_conv2d(x, weight, styles, flip_weight=(up == 1), **kw)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    g = torch.randn_like(ref)
+    for a, b in zip(
+        torch.autograd.grad(ours, [x, weight, styles], g), torch.autograd.grad(ref, [x, weight, styles], g)
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
