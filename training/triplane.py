@@ -90,12 +90,16 @@ class TriPlaneDecoder(torch.nn.Module):
         """
         N, _, C, H, W = planes.shape
         P = coords.shape[1]
-        grid = project_onto_planes(coords).reshape(N * 3, 1, P, 2)  # [N*3, 1, P, 2]
-        feats = torch.nn.functional.grid_sample(
-            planes.reshape(N * 3, C, H, W), grid, mode='bilinear', padding_mode='zeros', align_corners=False
-        )  # [N*3, C, 1, P]
-        feats = feats.reshape(N, 3, C, P).sum(dim=1)  # [N, C, P]: 3x the mean over planes
-        feats = feats.transpose(1, 2).reshape(N * P, C)  # [N*P, C]
+        grid = project_onto_planes(coords)[:, :, None]  # [N, 3, 1, P, 2]
+        # One grid_sample per plane, summed: the sum's backward hands each the same contiguous gradient,
+        # where a sum over a [N, 3, C, P] reshape would expand it and copy it back into that layout.
+        feats = sum(
+            torch.nn.functional.grid_sample(
+                planes[:, i], grid[:, i], mode='bilinear', padding_mode='zeros', align_corners=False
+            )
+            for i in range(3)
+        )  # [N, C, 1, P]: 3x the mean over planes
+        feats = feats.reshape(N, C, P).transpose(1, 2).reshape(N * P, C)  # [N*P, C]
         hidden, out = self.hidden, self.out
         w1 = hidden.weight * (hidden.weight_gain / 3)  # [64, C]
         x = torch.addmm(hidden.bias * hidden.bias_gain, feats, w1.t())  # [N*P, 64]
