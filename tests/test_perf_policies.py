@@ -156,3 +156,22 @@ def test_modulated_conv_forms_equal_the_reference(fused, N, H, up):
         torch.autograd.grad(ours, [x, weight, styles], g), torch.autograd.grad(ref, [x, weight, styles], g)
     ):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize('points', [30, 200])  # fewer / more points than plane pixels: both sampling layouts
+def test_decode_equals_sample_then_forward_in_both_layouts(points):
+    from training import triplane
+
+    torch.manual_seed(0)
+    dec = triplane.TriPlaneDecoder(4, 8).double()
+    with torch.no_grad():
+        dec.hidden.bias.normal_()
+        dec.out.bias.normal_()
+    planes = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+    coords = torch.rand(2, points, 3, dtype=torch.float64) * 2.2 - 1.1
+    fast, slow = dec.decode(planes, coords), dec(triplane.sample_triplane(planes, coords))
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(fast)
+    inputs = [planes, *dec.parameters()]
+    for a, b in zip(torch.autograd.grad(fast, inputs, g), torch.autograd.grad(slow, inputs, g)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

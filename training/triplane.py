@@ -91,14 +91,17 @@ class TriPlaneDecoder(torch.nn.Module):
         N, _, C, H, W = planes.shape
         P = coords.shape[1]
         grid = project_onto_planes(coords)[:, :, None]  # [N, 3, 1, P, 2]
-        # One grid_sample per plane, summed: the sum's backward hands each the same contiguous gradient,
-        # where a sum over a [N, 3, C, P] reshape would expand it and copy it back into that layout.
-        feats = sum(
-            torch.nn.functional.grid_sample(
-                planes[:, i], grid[:, i], mode='bilinear', padding_mode='zeros', align_corners=False
-            )
-            for i in range(3)
-        )  # [N, C, 1, P]: 3x the mean over planes
+        sample = lambda p, g: torch.nn.functional.grid_sample(  # noqa: E731
+            p, g, mode='bilinear', padding_mode='zeros', align_corners=False
+        )
+        # The backward copies either the samples' gradient (one call on [N*3, ...]: the sum's expanded
+        # gradient goes back into grid_sample's layout) or the planes' (a call per plane: each gets the
+        # same contiguous gradient, and their plane gradients are stacked). Copy the smaller.
+        if H * W <= P:  # the demo (32^2 planes, 8192 points a sample)
+            feats = sum(sample(p, g) for p, g in zip(planes.unbind(1), grid.unbind(1)))  # [N, C, 1, P]
+        else:  # the paper (512^2 planes, 65536 points a chunk)
+            feats = sample(planes.reshape(N * 3, C, H, W), grid.reshape(N * 3, 1, P, 2))  # [N*3, C, 1, P]
+            feats = feats.reshape(N, 3, C, P).sum(dim=1)  # 3x the mean over planes
         feats = feats.reshape(N, C, P).transpose(1, 2).reshape(N * P, C)  # [N*P, C]
         hidden, out = self.hidden, self.out
         w1 = hidden.weight * (hidden.weight_gain / 3)  # [64, C]
