@@ -98,7 +98,8 @@ class TriPlaneDecoder(torch.nn.Module):
         # gradient goes back into grid_sample's layout) or the planes' (a call per plane: each gets the
         # same contiguous gradient, and their plane gradients are stacked). Copy the smaller.
         if H * W <= P:  # the demo (32^2 planes, 8192 points a sample)
-            feats = sum(sample(p, g) for p, g in zip(planes.unbind(1), grid.unbind(1)))  # [N, C, 1, P]
+            xy, xz, yz = (sample(p, g) for p, g in zip(planes.unbind(1), grid.unbind(1)))
+            feats = xy.add_(xz).add_(yz)  # [N, C, 1, P], in place: no new 4 x 8192 x C buffers
         else:  # the paper (512^2 planes, 65536 points a chunk)
             feats = sample(planes.reshape(N * 3, C, H, W), grid.reshape(N * 3, 1, P, 2))  # [N*3, C, 1, P]
             feats = feats.reshape(N, 3, C, P).sum(dim=1)  # 3x the mean over planes
