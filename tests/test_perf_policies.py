@@ -175,3 +175,13 @@ def test_decode_equals_sample_then_forward_in_both_layouts(points):
     inputs = [planes, *dec.parameters()]
     for a, b in zip(torch.autograd.grad(fast, inputs, g), torch.autograd.grad(slow, inputs, g)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_small_modulated_convs_run_unfused():
+    from training import triplane
+
+    torch.manual_seed(0)
+    x, weight, styles = torch.randn(4, 8, 16, 16), torch.randn(8, 8, 3, 3), torch.randn(4, 8)
+    default = triplane.modulated_conv(x, weight, styles, padding=1)
+    assert torch.equal(default, triplane.modulated_conv(x, weight, styles, padding=1, fused=False))
+    assert not torch.equal(default, triplane.modulated_conv(x, weight, styles, padding=1, fused=True))

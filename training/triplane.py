@@ -177,6 +177,11 @@ def bias_act_inplace(x, b, alpha=0.2, gain=math.sqrt(2), clamp=None):
     return _BiasActInplace.apply(x, b, alpha, gain, clamp)
 
 
+# Activation elements below which modulated_conv runs unfused. Demo synthesis (batch 4, <= 64 channels,
+# <= 32^2), alternated: forward+backward 20.8 -> 19.0 ms at 2 threads, 17.7 -> 16.2 at 1; forward 6.4 -> 5.5.
+UNFUSED_BELOW = 2**21
+
+
 def modulated_conv(x, weight, styles, up=1, padding=0, resample_filter=None, demodulate=True, fused=None):
     """StyleGAN2 modulated conv (as `layers.modulated_conv2d`) choosing the form that keeps least for backward.
 
@@ -184,9 +189,9 @@ def modulated_conv(x, weight, styles, up=1, padding=0, resample_filter=None, dem
     d[n, o] = rsqrt(sum_i s[n, i]^2 sum_k W[o, i, k]^2), never from the materialized [N, Cout, Cin, k, k]
     product. Fused (one grouped conv on per-sample weights) keeps that product (N Cout Cin k^2 floats);
     unfused (scale activations, shared conv, scale outputs) keeps its scaled input and its output: the
-    smaller one is used when gradients are recorded (at 512 channels and 32^2 that saves 36 MB a layer).
-    `fused` None chooses that way; True/False force a form. Styles and demodulation stay float32; the conv
-    runs in x's dtype (bf16/fp16 in low precision).
+    smaller one is used when gradients are recorded (at 512 channels and 32^2 that saves 36 MB a layer),
+    and unfused for layers too small for memory to matter. `fused` None chooses that way; True/False force
+    a form. Styles and demodulation stay float32; the conv runs in x's dtype (bf16/fp16 in low precision).
     """
     N, Cin, H, W = x.shape
     Cout, _, kh, kw = weight.shape
@@ -196,8 +201,12 @@ def modulated_conv(x, weight, styles, up=1, padding=0, resample_filter=None, dem
     if demodulate:
         dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, Cout]
     if fused is None:
-        fused = (
-            N == 1 or not torch.is_grad_enabled() or Cout * Cin * kh * kw <= (Cin + Cout * up * up) * H * W
+        activations = (Cin + Cout * up * up) * H * W  # per sample: what the unfused form keeps
+        # Small layers: unfused is faster (one batched conv beats N groups) and memory is no concern;
+        # larger ones keep the form that stores less (fused without gradients).
+        fused = N == 1 or (
+            N * activations >= UNFUSED_BELOW
+            and (not torch.is_grad_enabled() or Cout * Cin * kh * kw <= activations)
         )
     dtype = x.dtype
     if not fused:
