@@ -4,7 +4,7 @@ import types
 import pytest
 import torch
 
-from training import cameras, patches
+from training import cameras, patches, train_step
 from training import loss as loss_mod
 from training.augment import AugmentPipe
 from training.discriminator import PatchDiscriminator
@@ -204,5 +204,18 @@ def test_r1_gamma_auto_phases_and_errors():
         loss.accumulate_gradients('Dmian', **_batch(), gain=1, cur_nimg=0)
     loss.accumulate_gradients('Greg', **_batch(), gain=1, cur_nimg=0)  # no generator regularizer
     assert all(p.grad is None for p in D.parameters())
-    lr, betas = loss_mod.lazy_regularization(0.002, [0, 0.99], 16)
-    assert lr == pytest.approx(0.002 * 16 / 17) and betas[1] == pytest.approx(0.99 ** (16 / 17))
+
+
+def test_lazy_r1_scales_d_adam_by_the_interval_and_gamma_0_drops_dreg():
+    """StyleGAN2 App. B: with R1 every k steps, D's lr and betas are adjusted by k / (k + 1)."""
+    c = types.SimpleNamespace(
+        betas=[0.0, 0.99], glr=0.0025, dlr=0.002, r1_interval=16, loss_kwargs=dict(r1_gamma=0.05)
+    )
+    D = PatchDiscriminator(**TINY_D)
+    phases, opts = train_step.make_phases(c, TinyG(), D)
+    assert [p.name for p in phases] == ['Gmain', 'Dmain', 'Dreg'] and phases[2].interval == 16
+    d = opts['D'].param_groups[0]
+    assert d['lr'] == pytest.approx(0.002 * 16 / 17) and d['betas'][1] == pytest.approx(0.99 ** (16 / 17))
+    assert opts['G'].param_groups[0]['lr'] == 0.0025 and opts['G'].param_groups[0]['betas'] == (0.0, 0.99)
+    c.loss_kwargs = dict(r1_gamma=0.0)
+    assert [p.name for p in train_step.make_phases(c, TinyG(), D)[0]] == ['Gmain', 'Dmain']

@@ -63,11 +63,6 @@ def parse_crop(text: str) -> tuple:
     return bounds
 
 
-def grid_axes(bounds: tuple, resolution: int) -> list[np.ndarray]:
-    """The sample coordinates along x, y and z: three [resolution] float64 arrays."""
-    return [np.linspace(lo, hi, resolution) for lo, hi in bounds]
-
-
 def voxel_size(bounds: tuple, resolution: int) -> np.ndarray:
     """Spacing between neighbouring samples along each axis. [3]"""
     return np.array([(hi - lo) / (resolution - 1) for lo, hi in bounds], dtype=np.float64)

@@ -28,12 +28,6 @@ def resolve_r1_gamma(r1_gamma, img_resolution: int, batch_size=None) -> float:
     return float(r1_gamma)
 
 
-def lazy_regularization(lr: float, betas, reg_interval: int):
-    """Adam lr and betas for a module whose regularizer runs every `reg_interval` steps (StyleGAN2 App. B)."""
-    ratio = reg_interval / (reg_interval + 1)
-    return lr * ratio, [b**ratio for b in betas]
-
-
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable blur with the public code's kernel exp2(-(x / sigma)^2) (a Gaussian of std sigma / sqrt(2 ln 2)
     ~= 0.85 sigma), taps |x| <= floor(3 sigma), normalised to sum 1, zero padded to keep the size."""

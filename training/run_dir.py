@@ -3,11 +3,9 @@
 The log never replaces sys.stdout: `RunLog.print` writes to stdout and appends to <run_dir>/log.txt.
 """
 
-import datetime
 import json
 import os
 import re
-import sys
 import traceback
 
 from dnnlib import registry
@@ -137,11 +135,3 @@ def read_options(run_dir: str) -> dict:
             raise ValueError(f'{path} is not valid JSON ({err}); fix it or copy it from a backup') from None
     registry.check_specs(opts, path)
     return opts
-
-
-def stamp() -> str:
-    return datetime.datetime.now().strftime('%Y-%m-%d %H:%M:%S')
-
-
-def command_line() -> str:
-    return ' '.join(sys.argv)

@@ -35,7 +35,7 @@ def make_phases(c, G, D) -> tuple[list, dict]:
         dnnlib.EasyDict(name='Dmain', module=D, opt=opt_D, interval=1),
         dnnlib.EasyDict(name='Dreg', module=D, opt=opt_D, interval=c.r1_interval),
     ]
-    if c.loss_kwargs.get('r1_gamma', c.gamma) == 0:  # the number ('auto' resolved by training/derive.py)
+    if c.loss_kwargs['r1_gamma'] == 0:  # a number: derive resolves 'auto' before any process starts
         phases = phases[:2]  # no R1: Dreg would be a no-op
     return phases, dict(G=opt_G, D=opt_D)
 
