@@ -88,6 +88,8 @@ def test_gamma_auto_in_a_preset_and_bad_gamma_values(tmp_path):
         and config.parse_gamma(0) == 0
         and config.parse_gamma(' Auto ') == 'auto'
     )
+    assert config.resolve_gamma('auto', 256, 64) == pytest.approx(0.0002 * 256**2 / 64)  # StyleGAN2-ADA's
+    assert config.resolve_gamma(0.05, 256, 64) == 0.05 and config.resolve_gamma(0, 256, 64) == 0.0
     for bad in ('often', -1.0, True, [0.1], float('nan')):
         with pytest.raises(config.ConfigError, match=r"gamma must be a number >= 0 or 'auto'") as info:
             config.validate(

@@ -232,6 +232,12 @@ def parse_gamma(value, source: str = '--gamma'):
     return value
 
 
+def resolve_gamma(gamma, img_resolution: int, batch: int) -> float:
+    """The R1 weight as a number: 'auto' = 0.0002 * R^2 / batch (StyleGAN2-ADA's heuristic, R = full image size,
+    batch = the total batch). The one place 'auto' is resolved; the loss only ever sees the number."""
+    return 0.0002 * img_resolution**2 / batch if gamma == 'auto' else float(gamma)
+
+
 def parse_metrics(text: str | None) -> list[str] | None:
     """'fid50k_full,kid50k_full' -> list; 'none' -> []; None -> None (not given)."""
     if text is None:

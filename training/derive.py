@@ -220,7 +220,7 @@ def _generator_kwargs(opts, dp: dict, source: str) -> dict:
 OWN_OPTION = dict(
     D_kwargs=dict(hyper_mod='hyper_mod', hyper_mod_mode='hyper_mod_mode', patch_cond='patch_cond',
                   camera_cond='camera_cond', img_resolution='dataset', patch_resolution='patch_res'),
-    loss_kwargs=dict(r1_gamma='gamma', blur_init_sigma='blur_sigma', batch_size='batch'),
+    loss_kwargs=dict(r1_gamma='gamma', blur_init_sigma='blur_sigma'),
 )  # fmt: skip
 
 
@@ -251,9 +251,7 @@ def _loss_kwargs(opts, R: int, source: str) -> dict:
         LOSS_CLASS, opts.loss_kwargs, f'{source}: loss_kwargs', skip=('device', 'G', 'D', 'augment_pipe')
     )
     _check_own_options(opts, 'loss_kwargs', source)
-    from training.loss import resolve_r1_gamma
-
-    r1_gamma = resolve_r1_gamma(opts.gamma, R, opts.batch)
+    r1_gamma = config.resolve_gamma(opts.gamma, R, opts.batch)
     return dict(
         class_name=LOSS_CLASS, r1_gamma=r1_gamma, blur_init_sigma=float(opts.blur_sigma), **opts.loss_kwargs
     )
