@@ -23,7 +23,7 @@ def test_all_phases_with_the_generator_and_ada():
     G, D = Generator(**TINY_G), PatchDiscriminator(**TINY_D, camera_cond=True)
     pipe, ada = AugmentPipe(init_p=0.5), AdaController(interval=1, speed_kimg=1, batch_size=4)
     loss = PatchLoss('cpu', G, D, augment_pipe=pipe, r1_gamma=1.0, blur_init_sigma=1.0, blur_fade_kimg=1)
-    sampler = patches.make_patch_sampler('beta', 16, 8, group_size=4)
+    sampler = patches.make_patch_sampler('beta', 16, 8, group_size=4, beta_end=0.8, anneal_kimg=10000)
     images = torch.rand(4, 3, 16, 16) * 2 - 1
     real_params, gen_params = sampler.sample(4, 0), sampler.sample(4, 0)
     camera = cameras.angles_to_camera(torch.tensor([0.1, -0.2, 0.3, 0.0]), torch.full([4], 1.5), 1.0, 50.0)

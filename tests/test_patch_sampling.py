@@ -4,6 +4,9 @@ import torch
 
 from training import patches
 
+PAPER = dict(beta_end=0.8, anneal_kimg=10000)  # the paper's Beta schedule (Sec. 3.4), an option's default
+SCHEDULE = dict(beta=PAPER, uniform=dict(anneal_kimg=10000), discrete={})
+
 
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
@@ -29,7 +32,7 @@ def _ks_distance_below(samples, cdf, upper):
 
 @pytest.mark.parametrize('cur_nimg', [0, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000])
 def test_beta_sampler_matches_scipy_beta(cur_nimg):
-    sampler = patches.make_patch_sampler('beta', 256, 64)
+    sampler = patches.make_patch_sampler('beta', 256, 64, **PAPER)
     b = sampler.beta(cur_nimg)
     ref = scipy.stats.beta(1, b, loc=0.25, scale=0.75)  # Eq. 5 with r/R = 0.25
     n = 4000
@@ -69,7 +72,7 @@ def test_uniform_schedule_and_distribution():
 @pytest.mark.parametrize('kind', ['beta', 'uniform', 'discrete'])
 @pytest.mark.parametrize('pixel_aligned', [False, True])
 def test_offsets_keep_patch_inside_image(kind, pixel_aligned):
-    sampler = patches.make_patch_sampler(kind, 128, 32, pixel_aligned=pixel_aligned)
+    sampler = patches.make_patch_sampler(kind, 128, 32, pixel_aligned=pixel_aligned, **SCHEDULE[kind])
     params = sampler.sample(2000, 8_000_000, generator=_gen(3))
     s, dx, dy = params.double().unbind(1)
     assert params.shape == (2000, 3) and params.dtype == torch.float32
@@ -103,9 +106,9 @@ def test_discrete_sampler_uses_only_its_scales():
 
 
 def test_sampling_is_reproducible_and_pure_in_cur_nimg():
-    sampler = patches.make_patch_sampler('beta', 256, 64)
+    sampler = patches.make_patch_sampler('beta', 256, 64, **PAPER)
     a = sampler.sample(16, 1_234_000, generator=_gen(9))
-    b = patches.make_patch_sampler('beta', 256, 64).sample(16, 1_234_000, generator=_gen(9))
+    b = patches.make_patch_sampler('beta', 256, 64, **PAPER).sample(16, 1_234_000, generator=_gen(9))
     assert torch.equal(a, b)
 
 
@@ -113,16 +116,18 @@ def test_bad_options_give_clear_errors():
     with pytest.raises(ValueError, match='unknown patch sampler kind'):
         patches.make_patch_sampler('gauss', 256, 64)
     with pytest.raises(ValueError, match='patch_resolution'):
-        patches.make_patch_sampler('beta', 64, 128)
+        patches.make_patch_sampler('beta', 64, 128, **PAPER)
     with pytest.raises(TypeError):
-        patches.make_patch_sampler('beta', 256, 64, beta_ned=0.8)
+        patches.make_patch_sampler('beta', 256, 64, **PAPER, beta_ned=0.8)
 
 
 def test_sampled_full_patch_at_r_equals_R_is_the_image():
     # Sampler-driven: with r = R every scale is 1 and every offset 0, so the real patch is the image.
     images = torch.randn(5, 3, 16, 16)
     for kind in ['beta', 'uniform', 'discrete']:
-        params = patches.make_patch_sampler(kind, 16, 16).sample(5, 3_000_000, generator=_gen(11))
+        params = patches.make_patch_sampler(kind, 16, 16, **SCHEDULE[kind]).sample(
+            5, 3_000_000, generator=_gen(11)
+        )
         assert torch.allclose(params, patches.full_image_patch_params(5))
         assert torch.allclose(patches.crop_patches(images, params, 16), images, atol=1e-5)
 
@@ -142,7 +147,7 @@ def test_sampled_pixel_aligned_patch_equals_plain_crop():
 def test_group_size_shares_params_within_mbstd_groups():
     from training.discriminator import minibatch_stddev
 
-    sampler = patches.make_patch_sampler('beta', 64, 16, group_size=4)
+    sampler = patches.make_patch_sampler('beta', 64, 16, group_size=4, **PAPER)
     params = sampler.sample(8, 5_000_000, generator=_gen(17))
     # minibatch_stddev puts samples i and i + 2 (i mod 2) in one group of 4: those share parameters.
     assert torch.equal(params[0::2], params[0:1].expand(4, 3)) and torch.equal(
@@ -154,4 +159,4 @@ def test_group_size_shares_params_within_mbstd_groups():
     assert minibatch_stddev(x, 4, 1)[:, 1].max() < 1e-3
     with pytest.raises(ValueError, match='divisible by group_size'):
         sampler.sample(6, 0)
-    assert patches.make_patch_sampler('beta', 64, 16, group_size=4).sample(2, 0).shape == (2, 3)
+    assert patches.make_patch_sampler('beta', 64, 16, group_size=4, **PAPER).sample(2, 0).shape == (2, 3)

@@ -189,11 +189,7 @@ def _sampler_kwargs(opts, R: int, D_kwargs: dict, batch_gpu: int) -> dict:
         raise config.ConfigError(
             f"--batch-gpu {batch_gpu} must be a multiple of D's minibatch-stddev group size {group}"
         )
-    kw = dict(kind=opts.patch_dist, img_resolution=R, patch_resolution=opts.patch_res)
-    from training import patches
-
-    if 'group_size' in inspect.signature(patches.PatchSampler.__init__).parameters:
-        kw.update(group_size=group)
+    kw = dict(kind=opts.patch_dist, img_resolution=R, patch_resolution=opts.patch_res, group_size=group)
     if opts.patch_dist == 'beta':
         kw.update(beta_end=opts.beta_end, anneal_kimg=opts.anneal_kimg)
     elif opts.patch_dist == 'uniform':
