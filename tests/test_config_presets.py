@@ -21,7 +21,7 @@ PAPER = dict(
 DEMO = dict(
     dataset='demo', batch=4, kimg=4, tick=0.5, snap=2, image_snap=1, metrics=[], aug='noaug', workers=1,
     precision='fp32', glr=0.0025, ema_kimg=0.5, patch_res=32, anneal_kimg=2, triplane_res=32, ray_steps=8,
-    camera_cond=False, density_noise_kimg=0.5, grid_seeds=4, blur_sigma=0,
+    camera_cond=False, density_noise_kimg=0.5, grid_seeds=4, blur_sigma=0.0,
     G_kwargs=dict(z_dim=64, w_dim=64, plane_channels=16, channel_base=1024, channel_max=64, decoder_hidden=32,
                   density_shift=-1.0, checkpoint_res=None),
     D_kwargs=dict(channel_base=1024, channel_max=64, hyper_dim=64, hyper_table_dim=32),
@@ -44,11 +44,37 @@ def test_shipped_preset_resolves_to_the_pinned_options(name):
     assert json.dumps(opts, sort_keys=True) == json.dumps(EXPECTED[name], sort_keys=True)
 
 
-def test_paper_presets_hold_only_their_differences():
-    for name in ('ffhq256', 'ffhq512', 'cats256', 'plants256', 'food256'):
-        data = config._read_preset(config._preset_path(name))
-        assert set(data) == {'base', 'dataset', 'camera_cond'}, name
-    assert 'dataset' not in config.load_preset('epigraf')  # a base, not a runnable preset
+@pytest.mark.parametrize('name', config.list_presets())
+def test_presets_hold_only_their_differences(name):
+    """A preset key that repeats what its base (or DEFAULTS) already gives is a second copy of a default:
+    the next change of the default would silently miss it."""
+    data = config._read_preset(config._preset_path(name))
+    base = data.pop(config.BASE_KEY, None)
+    inherited = {**config.DEFAULTS, **(config.load_preset(base) if base else {})}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            repeated = [k for k, v in value.items() if k in inherited[key] and inherited[key][k] == v]
+            assert not repeated, f'{name}: {key}.{repeated} repeat the inherited value'
+        else:
+            assert value != inherited[key], f'{name}: {key} repeats the inherited value'
+    if name == 'epigraf':
+        assert 'dataset' not in data  # a base, not a runnable preset
+
+
+def test_help_texts_show_the_defaults_of_config():
+    """train.py --help shows DEFAULTS (no number of its own), in one format."""
+    import train
+
+    assert config.help_default('beta_end') == '  [default: 0.8]'
+    assert config.help_default('hyper_mod') == '  [default: on]'
+    assert config.help_default('metrics') == '  [default: fid50k_full]'
+    shown = [
+        p.name for p in train.main.params if p.name in config.DEFAULTS and config.DEFAULTS[p.name] is not None
+    ]
+    assert len(shown) > 20
+    for name in shown:
+        help_text = next(p.help for p in train.main.params if p.name == name)
+        assert help_text.endswith(config.help_default(name)), name
 
 
 def test_precedence_base_preset_flag_and_kwargs_merge(tmp_path):

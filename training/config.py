@@ -1,9 +1,11 @@
 """Training options: defaults (the paper's numbers), YAML presets in configs/, and their validation.
 
+DEFAULTS is the one place an option's default is written: train.py's help texts show it (help_default),
+and presets hold only their differences from it (tests/test_config_presets.py checks both).
 Precedence: DEFAULTS < base preset < configs/<preset>.yaml < explicit command-line flags. A preset may set
 only the keys of DEFAULTS, plus `base: <name>` to start from another preset (the paper presets start from
-configs/epigraf.yaml, the numbers they share, and hold only their differences; a `*_kwargs` mapping is
-merged key by key with the base's). Anything else is an error naming the file and the key.
+configs/epigraf.yaml, where they all differ from DEFAULTS, and hold only their own differences; a
+`*_kwargs` mapping is merged key by key with the base's). Anything else is an error naming the file and key.
 The dataset's own numbers (resolution, camera prior, radius, fov, ray bounds, cube scale, background,
 mirror default) live once in configs/datasets/<name>.yaml and are referenced by the preset's `dataset`.
 """
@@ -25,16 +27,16 @@ class ConfigError(ValueError):
 # Every key a preset may set, with its default. Aligned with one-line meanings (StyleGAN's kwargs style).
 DEFAULTS = dict(
     dataset=None,  # Name of configs/datasets/<name>.yaml (camera prior, bounds, resolution).
-    batch=64,  # Total batch size over all processes (paper: 64).
+    batch=64,  # Total batch size over all processes (§3.4: 64).
     batch_gpu=None,  # Batch per process and accumulation round; None = batch // gpus.
-    gamma=0.05,  # R1 weight (paper: 0.05); 'auto' = 0.0002 * R^2 / batch (StyleGAN2-ADA's heuristic).
-    kimg=25000,  # Training length in thousands of real images shown to D (paper: 25M).
+    gamma=0.05,  # R1 weight (§3.4: 0.05); 'auto' = 0.0002 * R^2 / batch (StyleGAN2-ADA's heuristic).
+    kimg=25000,  # Training length in thousands of real images shown to D (B.1: 25M).
     tick=4,  # Progress line / stats every this many kimg.
     snap=50,  # Snapshot, image grid and metrics every this many ticks.
     image_snap=None,  # Image grid every this many ticks; None = same as snap.
     metrics=['fid50k_full'],  # Metrics computed at each snapshot (metrics registry names).
     mirror=None,  # x-flip the dataset (and the yaw); None = the dataset preset's default.
-    aug='ada',  # Augmentation: ada | noaug | fixed.
+    aug='ada',  # Augmentation: ada | noaug | fixed (§3.4: StyleGAN2-ADA's).
     p=0.2,  # Augmentation probability for aug=fixed.
     target=0.6,  # ADA target for E[sign(D(real))].
     ada_interval=4,  # Adjust ADA p every this many steps.
@@ -45,25 +47,25 @@ DEFAULTS = dict(
     g_fp32=False,  # Keep G's synthesis in fp32 (the paper's setting: G fp32, D mixed); D follows `precision`.
     checkpoint='auto',  # Recompute G's high-res synthesis blocks in backward: auto (if memory needs it) | on | off.
     memory_budget_gb=4.0,  # For checkpoint=auto: checkpoint when the synthesis activations would exceed this.
-    glr=0.002,  # G learning rate (paper: 0.002; the public code: 0.0025).
-    dlr=0.002,  # D learning rate (paper: 0.002).
+    glr=0.002,  # G learning rate (§3.4: 0.002; the public code: 0.0025).
+    dlr=0.002,  # D learning rate (§3.4: 0.002).
     betas=[0.0, 0.99],  # Adam betas for G and D (paper: 0, 0.99).
     r1_interval=16,  # Lazy R1: Dreg every this many steps (lr and betas adjusted accordingly).
     ema_kimg=20,  # G_ema half-life in kimg.
     ema_rampup=0.05,  # G_ema ramp-up: half-life at most cur_nimg * ema_rampup; None = no ramp-up.
-    patch_res=64,  # Patch resolution r rendered by G and seen by D.
-    patch_dist='beta',  # Patch scale distribution: beta | uniform | discrete.
-    beta_end=0.8,  # Final beta(T) of the Beta(1, beta(t)) scale distribution (Eq. 5).
-    anneal_kimg=10000,  # Annealing length T of the scale schedule in kimg.
-    hyper_mod=True,  # Hypernetwork modulation of D's filters by (s, dx, dy) (Eq. 2, 7).
+    patch_res=64,  # Patch resolution r rendered by G and seen by D (§3.3: 64); a power of two.
+    patch_dist='beta',  # Patch scale distribution: beta (§3.3, Eq. 5) | uniform (Eq. 4) | discrete.
+    beta_end=0.8,  # Final beta(T) of the Beta(1, beta(t)) scale distribution (Eq. 5; §3.4: 0.8).
+    anneal_kimg=10000,  # Annealing length T of the scale schedule in kimg (§3.4: 10000).
+    hyper_mod=True,  # Hypernetwork modulation of D's filters by (s, dx, dy) (§3.2, Eq. 2, 7).
     hyper_mod_mode='input',  # input: conv1's input per block (public code; lower FID here) | output: Eq. 2.
     patch_cond=True,  # Feed D's patch embedding to its projection head as well (Sec. 3.2).
     blur_sigma=0.0,  # Initial blur std (patch pixels) of real and fake patches, faded out over the loss's
     # blur_fade_kimg. 0 = none: the paper's setup, inherited from StyleGAN2-ADA, has no blur.
-    triplane_res=512,  # Tri-plane resolution Rp.
-    ray_steps=48,  # Coarse samples per ray (as many fine samples again, hierarchically).
-    bg=False,  # NeRF++ background model.
-    camera_cond=False,  # Condition D on (yaw, pitch) (paper: FFHQ, Cats).
+    triplane_res=512,  # Tri-plane resolution Rp (§3.4: 512); a power of two.
+    ray_steps=48,  # Coarse samples per ray, as many fine ones again, hierarchically (§3.1: 48 + 48).
+    bg=False,  # NeRF++ background model (the paper's separate experiment).
+    camera_cond=False,  # Condition D on (yaw, pitch) (B.1: on for FFHQ and Cats).
     camera_prior=None,  # G's cameras: dataset (the dataset's poses) | fit (the preset's camera_fit) | None = preset's.
     density_noise_std=1.0,  # Gaussian noise on G's raw densities at the start (public code) ...
     density_noise_kimg=5000,  # ... annealed linearly to 0 over this many kimg; 0 = no noise.
@@ -75,6 +77,22 @@ DEFAULTS = dict(
     augment_kwargs={},  # Extra AugmentPipe constructor kwargs.
     sampler_kwargs={},  # Extra patch-sampler kwargs.
 )
+
+
+def help_default(key: str) -> str:
+    """'  [default: <DEFAULTS[key]>]', the tail of the option's --help text (bools as on/off): so a default
+    is written once, here, and a preset that changes it says so in its own file."""
+    value = DEFAULTS[key]
+    if isinstance(value, bool):
+        text = 'on' if value else 'off'
+    elif isinstance(value, float):
+        text = f'{value:g}'
+    elif isinstance(value, list):
+        text = ','.join(str(v) for v in value) or 'none'
+    else:
+        text = str(value)
+    return f'  [default: {text}]'
+
 
 CHOICES = dict(
     aug=('ada', 'noaug', 'fixed'),
