@@ -192,6 +192,17 @@ def _check_positive(opts, keys, source):
             raise ConfigError(f'{source}: {key} must be a positive number, got {value!r}')
 
 
+def _check_power_of_two(opts, key: str, low: int, why: str) -> None:
+    value = opts[key]
+    if isinstance(value, int) and value >= low and value & (value - 1) == 0:
+        return
+    below = 2 ** max(int(value).bit_length() - 1, 0) if isinstance(value, (int, float)) else low
+    hint = f'{below} or {below * 2}' if below >= low else str(low)
+    raise ConfigError(
+        f'--{key.replace("_", "-")} {value!r} must be a power of two >= {low} ({why}); try {hint}'
+    )
+
+
 def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> None:
     """Check ranges and divisibility; raise ConfigError with one line naming the option."""
     if opts.dataset is None:
@@ -212,6 +223,8 @@ def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> N
     for key, choices in CHOICES.items():
         if opts[key] not in choices and not (key == 'camera_prior' and opts[key] is None):
             raise ConfigError(f'{source}: {key} must be one of {", ".join(choices)}, got {opts[key]!r}')
+    _check_power_of_two(opts, 'patch_res', 8, 'D halves the patch block by block down to 4x4')
+    _check_power_of_two(opts, 'triplane_res', 4, 'the synthesis network doubles 4x4 planes up to it')
     opts.gamma = parse_gamma(opts.gamma, source)
     _check_positive(opts, ['memory_budget_gb'], source)
     if not 0 <= opts.target <= 1 or not 0 <= opts.p <= 1:

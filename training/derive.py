@@ -24,7 +24,10 @@ CAMERA_PRIOR_CLASS = 'pgrf.make_camera_prior'
 
 def check_kwargs(class_name: str, kwargs: dict, source: str, skip=()) -> None:
     """Raise ConfigError if `kwargs` has a key that the constructor of `class_name` does not take."""
-    obj = dnnlib.util.get_obj_by_name(class_name)
+    _check_names(dnnlib.util.get_obj_by_name(class_name), kwargs, f'{source} ({class_name})', skip)
+
+
+def _check_names(obj, kwargs: dict, source: str, skip=()) -> None:
     fn = obj.__init__ if inspect.isclass(obj) else obj
     params = inspect.signature(fn).parameters
     if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
@@ -32,7 +35,16 @@ def check_kwargs(class_name: str, kwargs: dict, source: str, skip=()) -> None:
     known = set(params) - {'self'} - set(skip)
     for key in kwargs:
         if key not in known:
-            raise config.ConfigError(config._unknown_key_message(f'{source} ({class_name})', key, known))
+            raise config.ConfigError(config._unknown_key_message(source, key, known))
+
+
+def _check_builds(build, kwargs: dict, source: str) -> None:
+    """Build a cheap object (sampler, loss, augment pipe, ADA) once from its kwargs, so that a value its
+    constructor rejects is a one-line ConfigError here rather than a traceback inside every process."""
+    try:
+        build(**kwargs)
+    except ValueError as err:
+        raise config.ConfigError(f'{source}: {err}') from None
 
 
 def _signature_default(class_name: str, name: str):
@@ -115,17 +127,20 @@ def model_kwargs(opts, dp: dict, batch_gpu: int, source: str) -> dnnlib.EasyDict
         c.G_kwargs['checkpoint_res'] = checkpoint_res_for_budget(opts, c.G_kwargs, batch_gpu)
     c.D_kwargs = _discriminator_kwargs(opts, R, source)
     c.D_kwargs.setdefault('precision', c.resolved_precision['D'])
-    c.sampler_kwargs = _sampler_kwargs(opts, R, c.D_kwargs, batch_gpu)
+    c.sampler_kwargs = _sampler_kwargs(opts, R, c.D_kwargs, batch_gpu, source)
     c.loss_kwargs = _loss_kwargs(opts, R, source)
     c.augment_kwargs = None
     if opts.aug != 'noaug':
         check_kwargs(AUGMENT_CLASS, opts.augment_kwargs, f'{source}: augment_kwargs')
         init_p = opts.p if opts.aug == 'fixed' else 0.0
         c.augment_kwargs = dict(class_name=AUGMENT_CLASS, init_p=init_p, **opts.augment_kwargs)
+        _check_builds(dnnlib.construct_class_by_name, c.augment_kwargs, f'{source}: augment_kwargs')
     c.ada_kwargs = dict(
         class_name=ADA_CLASS, target=opts.target, interval=opts.ada_interval, speed_kimg=opts.ada_kimg,
         batch_size=opts.batch,
     )  # fmt: skip
+    if opts.aug == 'ada':
+        _check_builds(dnnlib.construct_class_by_name, c.ada_kwargs, '--aug ada')
     return c
 
 
@@ -180,7 +195,7 @@ def _check_metrics(names: list) -> None:
             raise config.ConfigError(f'--metrics: unknown metric "{name}"; valid: {valid} (or none)')
 
 
-def _sampler_kwargs(opts, R: int, D_kwargs: dict, batch_gpu: int) -> dict:
+def _sampler_kwargs(opts, R: int, D_kwargs: dict, batch_gpu: int, source: str) -> dict:
     """One (s, dx, dy) per minibatch-stddev group of D, as the public code draws them (else mbstd would
     compare patches of different scales); Eq. 3's independence holds across groups."""
     group = D_kwargs.get('mbstd_group_size', _signature_default(D_CLASS, 'mbstd_group_size'))
@@ -189,12 +204,18 @@ def _sampler_kwargs(opts, R: int, D_kwargs: dict, batch_gpu: int) -> dict:
         raise config.ConfigError(
             f"--batch-gpu {batch_gpu} must be a multiple of D's minibatch-stddev group size {group}"
         )
+    from training import patches
+
+    where = f'{source}: sampler_kwargs'
+    _check_names(patches.PATCH_SAMPLERS[opts.patch_dist], opts.sampler_kwargs, f'{where} ({opts.patch_dist})')
+    _check_own_options(opts, 'sampler_kwargs', source)
     kw = dict(kind=opts.patch_dist, img_resolution=R, patch_resolution=opts.patch_res, group_size=group)
     if opts.patch_dist == 'beta':
         kw.update(beta_end=opts.beta_end, anneal_kimg=opts.anneal_kimg)
     elif opts.patch_dist == 'uniform':
         kw.update(anneal_kimg=opts.anneal_kimg)
     kw.update(opts.sampler_kwargs)
+    _check_builds(patches.make_patch_sampler, kw, where)
     return kw
 
 
@@ -217,6 +238,8 @@ OWN_OPTION = dict(
     D_kwargs=dict(hyper_mod='hyper_mod', hyper_mod_mode='hyper_mod_mode', patch_cond='patch_cond',
                   camera_cond='camera_cond', img_resolution='dataset', patch_resolution='patch_res'),
     loss_kwargs=dict(r1_gamma='gamma', blur_init_sigma='blur_sigma'),
+    sampler_kwargs=dict(kind='patch_dist', img_resolution='dataset', patch_resolution='patch_res',
+                        beta_end='beta_end', anneal_kimg='anneal_kimg', group_size='D_kwargs.mbstd_group_size'),
 )  # fmt: skip
 
 
@@ -248,6 +271,11 @@ def _loss_kwargs(opts, R: int, source: str) -> dict:
     )
     _check_own_options(opts, 'loss_kwargs', source)
     r1_gamma = config.resolve_gamma(opts.gamma, R, opts.batch)
-    return dict(
+    kw = dict(
         class_name=LOSS_CLASS, r1_gamma=r1_gamma, blur_init_sigma=float(opts.blur_sigma), **opts.loss_kwargs
     )
+    no_modules = dict(
+        device='cpu', G=None, D=None
+    )  # the loss only stores them; its numbers are what is checked
+    _check_builds(dnnlib.construct_class_by_name, {**kw, **no_modules}, f'{source}: loss_kwargs')
+    return kw
