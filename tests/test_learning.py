@@ -50,10 +50,10 @@ def _params(module):
 
 def test_one_step_changes_every_part_of_G_and_D(tmp_path):
     s = _state(tmp_path)
-    before = {name: _params(s[name]) for name in ('G', 'D')}
+    before = {name: _params(getattr(s, name)) for name in ('G', 'D')}
     _step(s)
     for name, old in before.items():
-        new = _params(s[name])
+        new = _params(getattr(s, name))
         changed = {k.split('.')[0] for k in old if not torch.equal(old[k], new[k])}
         parts = {k.split('.')[0] for k in old}
         # Every sub-network (G: mapping, synthesis, decoder; D: blocks, embedding, H, head, epilogue).

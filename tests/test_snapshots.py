@@ -28,7 +28,7 @@ def _saved_state(tmp_path, steps=2, cur_nimg=16):
     opt = _make_opt(net)
     _train(net, opt, steps)
     s = tiny_train_state(net, dict(G=opt), run_dir=str(tmp_path))
-    s.progress.update(cur_nimg=cur_nimg, batch_idx=steps)
+    s.progress.cur_nimg, s.progress.batch_idx = cur_nimg, steps
     return s, snapshots.save_snapshot(s)
 
 

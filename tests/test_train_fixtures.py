@@ -105,7 +105,9 @@ def ddp_worker(c: dict, out_dir: str) -> None:
 
     info = distributed.get_info()
     s = training_loop.training_loop(c, rank=info.rank, world_size=info.world_size, device=info.device)
-    state = {f'{name}.{k}': v for name in ('G', 'D', 'G_ema') for k, v in s[name].state_dict().items()}
+    state = {
+        f'{name}.{k}': v for name in ('G', 'D', 'G_ema') for k, v in getattr(s, name).state_dict().items()
+    }
     torch.save(state, os.path.join(out_dir, f'rank{info.rank}.pt'))
 
 
@@ -113,13 +115,12 @@ def tiny_train_state(G, optimizers: dict, rank: int = 0, world_size: int = 1, **
     """A TrainState as training_loop.setup makes it, holding only G and its optimizers (snapshot unit tests)."""
     import dnnlib
     from training import run_dir, train_step
+    from training.train_state import TrainState
 
     c = dnnlib.EasyDict(dict(seed=0, run_dir=None), **c)
-    return dnnlib.EasyDict(
+    return TrainState(
         c=c, rank=rank, world_size=world_size, input_stream=train_step.make_input_stream(c.seed),
-        device=torch.device('cpu'), G=G, D=None, G_ema=None, augment_pipe=None, ada=None,
-        optimizers=optimizers, best_metric=None, log=run_dir.RunLog(None, enabled=rank == 0),
-        progress=dnnlib.EasyDict(cur_nimg=0, cur_tick=0, batch_idx=0, tick_start_nimg=0, total_time=0.0),
+        device=torch.device('cpu'), G=G, optimizers=optimizers, log=run_dir.RunLog(None, enabled=rank == 0),
     )  # fmt: skip
 
 

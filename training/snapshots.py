@@ -23,9 +23,10 @@ import torch
 from dnnlib import registry
 from torch_utils import checkpoint, misc
 from training import run_dir
+from training.train_state import Progress, TrainState
 
-MODULE_NAMES = ('G', 'D', 'G_ema', 'augment_pipe')
-PROGRESS_KEYS = ('cur_nimg', 'cur_tick', 'batch_idx', 'tick_start_nimg', 'total_time')
+MODULE_NAMES = TrainState.MODULES
+PROGRESS_KEYS = Progress.KEYS
 REQUIRED_KEYS = ('modules', 'optimizers', 'progress', 'rng')
 
 
@@ -39,17 +40,17 @@ def gather_rng_states(world_size: int) -> list:
     return states
 
 
-def make_snapshot(s) -> dict:
+def make_snapshot(s: TrainState) -> dict:
     """The full training state of `s` (a TrainState) as plain data. Collective: call on every rank."""
     rng_states = gather_rng_states(s.world_size)
-    modules = {name: checkpoint.module_state(s[name]) for name in MODULE_NAMES if s.get(name) is not None}
+    modules = {name: checkpoint.module_state(module) for name, module in s.modules().items()}
     return dict(
         format_version=checkpoint.FORMAT_VERSION,
         modules=modules,
         optimizers={name: checkpoint.optimizer_state(opt) for name, opt in s.optimizers.items()},
         ada=s.ada.state_dict() if s.ada is not None else None,
         training_options=dict(s.c),
-        progress={key: s.progress[key] for key in PROGRESS_KEYS},
+        progress=s.progress.as_dict(),
         rng=dict(
             world_size=s.world_size,
             device_type=s.device.type,
@@ -60,7 +61,7 @@ def make_snapshot(s) -> dict:
     )
 
 
-def save_snapshot(s) -> str | None:
+def save_snapshot(s: TrainState) -> str | None:
     """Write <run_dir>/<run_dir.snapshot_name(cur_nimg)> atomically from rank 0; returns its path there."""
     data = make_snapshot(s)
     if s.rank != 0:
@@ -121,28 +122,26 @@ def _check_layout(data: dict, source: str) -> None:
         )
 
 
-def restore(s, data: dict, source: str) -> None:
+def restore(s: TrainState, data: dict, source: str) -> None:
     """Load a snapshot into the TrainState `s` (modules, optimizers, counters, RNG, best metric)."""
     _check_layout(data, source)
-    for name in MODULE_NAMES:
-        if s.get(name) is None:
-            continue
+    for name, module in s.modules().items():
         if name not in data['modules']:
             raise checkpoint.CheckpointError(
                 f'{source}: the snapshot has no "{name}"; was it written by train.py?'
             )
-        _check_built_alike(name, s[name], data['modules'][name], source)
-        checkpoint.load_module_state(s[name], data['modules'][name]['state_dict'], f'{source}: {name}')
+        _check_built_alike(name, module, data['modules'][name], source)
+        checkpoint.load_module_state(module, data['modules'][name]['state_dict'], f'{source}: {name}')
     for name, opt in s.optimizers.items():
         checkpoint.load_optimizer_state(opt, data['optimizers'][name], f'{source}: optimizer {name}')
     if s.ada is not None and data.get('ada') is not None:
         s.ada.load_state_dict(data['ada'])
-    s.progress.update({key: data['progress'][key] for key in PROGRESS_KEYS})
+    s.progress.load(data['progress'])
     s.best_metric = data.get('best_metric')
     restore_rng(s, data['rng'])
 
 
-def restore_rng(s, rng: dict) -> None:
+def restore_rng(s: TrainState, rng: dict) -> None:
     """This rank's stored RNG state when the run is set up as the one that wrote it; else a reseed and a warning.
 
     The input stream (latents, cameras, patches of the global batch) is one for all ranks, so it

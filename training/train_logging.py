@@ -10,6 +10,7 @@ import torch
 
 from torch_utils import misc, training_stats
 from training import train_step
+from training.train_state import TrainState
 
 
 def cpu_memory_gb() -> float:
@@ -24,7 +25,7 @@ def cpu_memory_gb() -> float:
     return 0.0
 
 
-def report_tick_resources(s, tick_time: float) -> None:
+def report_tick_resources(s: TrainState, tick_time: float) -> None:
     """Timing and memory of the finished tick, into training_stats (reduced across ranks)."""
     tick_kimg = (s.progress.cur_nimg - s.progress.tick_start_nimg) / 1000
     training_stats.report0('Progress/tick', s.progress.cur_tick)
@@ -40,7 +41,7 @@ def report_tick_resources(s, tick_time: float) -> None:
         training_stats.report0(f'Progress/patch_{key}', value)
 
 
-def progress_line(s, stats: dict, tick_time: float) -> str:
+def progress_line(s: TrainState, stats: dict, tick_time: float) -> str:
     """tick, kimg, time, sec/kimg, memory, augment p, the patch-scale schedule."""
 
     def mean(name, default=float('nan')):
@@ -100,7 +101,7 @@ def open_writer(run_path: str):
     return SummaryWriter(run_path)
 
 
-def write_stats(s, stats: dict, scales: torch.Tensor | None) -> None:
+def write_stats(s: TrainState, stats: dict, scales: torch.Tensor | None) -> None:
     """One line of stats.jsonl plus TensorBoard scalars (and the patch-scale histogram)."""
     kimg = s.progress.cur_nimg / 1000
     training_stats.write_jsonl(
@@ -120,7 +121,7 @@ def write_stats(s, stats: dict, scales: torch.Tensor | None) -> None:
 # Image grids.
 
 
-def setup_grid(s) -> None:
+def setup_grid(s: TrainState) -> None:
     """Fixed latents [S, z_dim] and cameras (C of them) for every grid of the run (seeded, not from the run's RNG)."""
     gen = torch.Generator().manual_seed(1234)
     s.grid_z = torch.randn(s.c.grid_seeds, s.G.z_dim, generator=gen)
@@ -156,7 +157,7 @@ def render_grid(G, z: torch.Tensor, camera, device) -> torch.Tensor:
     return images
 
 
-def save_fakes(s) -> None:
+def save_fakes(s: TrainState) -> None:
     """fakes<kimg>.png of G_ema and its TensorBoard image (RNG-neutral: the caller preserves RNG state)."""
     images = render_grid(s.G_ema, s.grid_z, s.grid_camera, s.device)
     path = os.path.join(s.c.run_dir, f'fakes{s.progress.cur_nimg // 1000:06d}.png')
@@ -165,7 +166,7 @@ def save_fakes(s) -> None:
         s.writer.add_image('Images/fakes', arr, global_step=int(s.progress.cur_nimg / 1e3), dataformats='HWC')
 
 
-def save_reals(s, dataset) -> None:
+def save_reals(s: TrainState, dataset) -> None:
     """reals.png: the first grid_seeds * grid_cameras training images, as the grid shows fakes."""
     n = min(len(dataset), s.c.grid_seeds * s.c.grid_cameras)
     images = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(n)]).float() / 127.5 - 1

@@ -11,6 +11,7 @@ import torch
 import dnnlib
 from torch_utils import misc, training_stats
 from training import cameras, patches
+from training.train_state import TrainState
 
 INPUT_STREAM_OFFSET = 2**40  # the input stream's seed is c.seed + this: unrelated to the init-weight stream
 NONFINITE_STAT = 'Progress/nonfinite_grads'  # + '/<phase>': 1 per step whose gradients were clamped, else 0
@@ -56,7 +57,7 @@ def make_input_stream(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed + INPUT_STREAM_OFFSET)
 
 
-def rank_slice(s, x):
+def rank_slice(s: TrainState, x):
     """This rank's rows of a draw for the global round [world_size * batch_gpu, ...]: rows rank::world_size.
 
     Strided, like the real images' sampler (data_iter.InfiniteSampler), so reals and their patch
@@ -68,13 +69,13 @@ def rank_slice(s, x):
     return x[s.rank :: s.world_size].to(s.device)
 
 
-def draw_patch_params(s) -> torch.Tensor:
+def draw_patch_params(s: TrainState) -> torch.Tensor:
     """Patch parameters (s, dx, dy) for this rank's share of one global round, at cur_nimg. [batch_gpu, 3]"""
     N = s.batch_gpu * s.world_size
     return rank_slice(s, s.patch_sampler.sample(N, s.progress.cur_nimg, generator=s.input_stream))
 
 
-def prepare_reals(s, real_batches: list) -> list:
+def prepare_reals(s: TrainState, real_batches: list) -> list:
     """Crop one patch per real image at parameters drawn from the schedule at cur_nimg."""
     rounds = []
     for batch in real_batches:
@@ -85,7 +86,7 @@ def prepare_reals(s, real_batches: list) -> list:
     return rounds
 
 
-def gen_inputs(s) -> list:
+def gen_inputs(s: TrainState) -> list:
     """Latents, cameras from the camera prior, and patch parameters for each accumulation round."""
     rounds = []
     N = s.batch_gpu * s.world_size  # one global round; this rank keeps its rows
@@ -97,7 +98,7 @@ def gen_inputs(s) -> list:
     return rounds
 
 
-def run_phase(s, phase, reals: list, gen_kwargs: dict) -> None:
+def run_phase(s: TrainState, phase, reals: list, gen_kwargs: dict) -> None:
     """Accumulate the phase's gradients over the rounds, average them across ranks, take an Adam step."""
     phase.opt.zero_grad(set_to_none=True)
     phase.module.requires_grad_(True)
@@ -157,7 +158,7 @@ def reduce_gradients(
 
 
 @torch.no_grad()
-def update_ema(s) -> None:
+def update_ema(s: TrainState) -> None:
     """G_ema <- lerp toward G with half-life ema_kimg, ramped up to cur_nimg * ema_rampup early on."""
     ema_nimg = s.c.ema_kimg * 1000
     if s.c.ema_rampup is not None:
@@ -169,13 +170,13 @@ def update_ema(s) -> None:
         b_ema.copy_(b)
 
 
-def update_ada(s) -> None:
+def update_ada(s: TrainState) -> None:
     """ADA: the controller adjusts augment p every ada_interval steps from the D(real) signs the loss fed it."""
     if s.ada is not None:
         s.ada.step(s.augment_pipe)
 
 
-def train_step(s, real_batches: list, gen_kwargs: dict) -> None:
+def train_step(s: TrainState, real_batches: list, gen_kwargs: dict) -> None:
     """One step over the global batch; counters advance by `batch` images."""
     reals = prepare_reals(s, real_batches)
     for phase in s.phases:
@@ -189,8 +190,8 @@ def train_step(s, real_batches: list, gen_kwargs: dict) -> None:
         training_stats.report0('Progress/augment', float(s.augment_pipe.p))
 
 
-def check_consistency(s) -> None:
+def check_consistency(s: TrainState) -> None:
     """Parameters and buffers agree across ranks (cheap enough to run at each snapshot)."""
     for name in ('G', 'D', 'G_ema'):
         # Running averages (the w average) follow each rank's own samples; everything else must agree.
-        misc.check_ddp_consistency(s[name], ignore_regex=r'.*\.[^.]+_(avg|ema)')
+        misc.check_ddp_consistency(getattr(s, name), ignore_regex=r'.*\.[^.]+_(avg|ema)')

@@ -21,12 +21,13 @@ from torch_utils import checkpoint, misc, training_stats
 from training import data_iter, run_dir, snapshots, train_logging, train_step
 from training.generator import density_noise_std
 from training.patches import make_patch_sampler
+from training.train_state import TrainState
 
 # ----------------------------------------------------------------------------
 # Setup.
 
 
-def setup_modules(s) -> None:
+def setup_modules(s: TrainState) -> None:
     """G, D, G_ema, the augment pipe and the loss, identical on every rank (seeded with c.seed)."""
     c = s.c
     misc.set_seed(c.seed)  # same initial weights on every rank
@@ -45,7 +46,7 @@ def setup_modules(s) -> None:
     s.phases, s.optimizers = train_step.make_phases(c, s.G, s.D)
 
 
-def setup_data(s) -> None:
+def setup_data(s: TrainState) -> None:
     c = s.c
     s.dataset = dnnlib.construct_class_by_name(**c.dataset_kwargs)
     s.camera_prior = dnnlib.construct_class_by_name(**c.camera_prior_kwargs, dataset=s.dataset)
@@ -55,13 +56,11 @@ def setup_data(s) -> None:
     s.input_stream = train_step.make_input_stream(c.seed)  # the same on every rank (a resume restores it)
 
 
-def setup(c, rank: int, world_size: int, device) -> dnnlib.EasyDict:
+def setup(c, rank: int, world_size: int, device) -> TrainState:
     """Everything the loop needs, in one TrainState; restores a snapshot when resuming."""
     c = dnnlib.EasyDict(c)
-    s = dnnlib.EasyDict(c=c, rank=rank, world_size=world_size, device=torch.device(device))
-    s.log = run_dir.RunLog(os.path.join(c.run_dir, 'log.txt'), enabled=rank == 0)
-    s.progress = dnnlib.EasyDict(cur_nimg=0, cur_tick=0, batch_idx=0, tick_start_nimg=0, total_time=0.0)
-    s.best_metric = None
+    log = run_dir.RunLog(os.path.join(c.run_dir, 'log.txt'), enabled=rank == 0)
+    s = TrainState(c=c, rank=rank, world_size=world_size, device=torch.device(device), log=log)
     setup_data(s)
     setup_modules(s)
     resume_if_asked(s)
@@ -72,12 +71,11 @@ def setup(c, rank: int, world_size: int, device) -> dnnlib.EasyDict:
     )
     s.stats_collector = training_stats.Collector(regex='.*', keep_previous=False)
     s.writer = train_logging.open_writer(c.run_dir) if rank == 0 else None
-    s.tick_scales = []
     train_logging.setup_grid(s)
     return s
 
 
-def resume_if_asked(s) -> None:
+def resume_if_asked(s: TrainState) -> None:
     """Restore the full state from --resume (a run continued in place, or a snapshot file).
 
     Any snapshot problem ends the run with its one-line message (run_dir.TrainingStopped).
@@ -123,7 +121,7 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
-def agreed_stop(s) -> bool:
+def agreed_stop(s: TrainState) -> bool:
     """True on every rank if any rank received a stop signal."""
     flag = torch.tensor([1.0 if s.signals.received else 0.0], device=s.device)
     if s.world_size > 1:
@@ -145,7 +143,7 @@ def preserved_rng():
         misc.set_rng_state(state)
 
 
-def maybe_evaluate(s, snapshot_path: str | None) -> None:
+def maybe_evaluate(s: TrainState, snapshot_path: str | None) -> None:
     """Metrics of G_ema at a snapshot; track the best value of the first metric."""
     if not s.c.metrics:
         return
@@ -164,7 +162,7 @@ def maybe_evaluate(s, snapshot_path: str | None) -> None:
             s.best_metric = dict(name=metric, value=value, kimg=s.progress.cur_nimg / 1000)
 
 
-def end_tick(s, tick_time: float, final: bool) -> None:
+def end_tick(s: TrainState, tick_time: float, final: bool) -> None:
     """Progress line, image grid, snapshot, metrics, stats; then start the next tick."""
     train_logging.report_tick_resources(s, tick_time)
     s.stats_collector.update()
@@ -172,7 +170,7 @@ def end_tick(s, tick_time: float, final: bool) -> None:
     s.log.print(train_logging.progress_line(s, stats, tick_time))
     tick, scales = s.progress.cur_tick, (torch.cat(s.tick_scales) if s.tick_scales else None)
     s.tick_scales = []
-    s.progress.update(cur_tick=tick + 1, tick_start_nimg=s.progress.cur_nimg)
+    s.progress.cur_tick, s.progress.tick_start_nimg = tick + 1, s.progress.cur_nimg
     if s.rank == 0 and (final or tick % s.c.image_snap == 0):
         with preserved_rng():
             train_logging.save_fakes(s)
@@ -192,18 +190,18 @@ def end_tick(s, tick_time: float, final: bool) -> None:
 # The loop.
 
 
-def generator_kwargs(s) -> dict:
+def generator_kwargs(s: TrainState) -> dict:
     """Per-step generator kwargs computed from cur_nimg (schedules are never module state)."""
     std = density_noise_std(s.progress.cur_nimg, s.c.density_noise_std, s.c.density_noise_kimg)
     # update_emas: G's mapping tracks the w average used for truncation (StyleGAN2 updates it while training).
     return dict(density_noise_std=std, update_emas=True)
 
 
-def next_real_batches(s) -> list:
+def next_real_batches(s: TrainState) -> list:
     return [data_iter.real_batch_to_device(next(s.real_stream), s.device) for _ in range(s.num_rounds)]
 
 
-def train(s) -> str:
+def train(s: TrainState) -> str:
     """Run steps until done; returns why it ended: 'done' or the signal's name."""
     if s.rank == 0 and s.progress.cur_nimg == 0:
         train_logging.save_reals(s, s.dataset)
@@ -225,14 +223,14 @@ def train(s) -> str:
             return 'done' if done else (s.signals.received or 'a signal on another rank')
 
 
-def teardown(s) -> None:
-    if s.get('writer') is not None:
+def teardown(s: TrainState) -> None:
+    if s.writer is not None:
         s.writer.close()
-    s.pop('real_stream', None)
+    s.real_stream = None  # lets the DataLoader's workers go
     s.log.close()
 
 
-def training_loop(c, rank: int = 0, world_size: int = 1, device='cpu') -> dnnlib.EasyDict:
+def training_loop(c, rank: int = 0, world_size: int = 1, device='cpu') -> TrainState:
     """Train with the resolved options `c` (see training/launch.py) on this rank.
 
     Returns the final TrainState (`.reason` is 'done' or the stop signal's name); raises
