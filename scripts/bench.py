@@ -32,8 +32,8 @@ M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 def setup_allocator(mode: str) -> str:
     """Choose how large CPU tensors get their memory; call before torch allocates anything.
 
-    Large tensors are mmapped fresh by glibc and page-faulted 4 KB at a time at every step (DESIGN.md
-    measured about half of G's CPU time there). 'thp' makes PyTorch's CPU allocator request transparent
+    Large tensors are mmapped fresh by glibc and page-faulted 4 KB at a time at every step (about half
+    of G's CPU time, measured on a 2-core CPU). 'thp' makes PyTorch's CPU allocator request transparent
     huge pages (THP_MEM_ALLOC_ENABLE=1; 2 MB pages: ~24x fewer faults on a 268 MB activation, same peak
     memory); 'heap' disables glibc's mmap so freed blocks are reused (fewer faults, but fragmentation
     raised the peak resident memory by 1.7-3x in our measurements); 'default' changes nothing.
