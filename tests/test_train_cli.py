@@ -162,3 +162,15 @@ def test_camera_prior_flag_picks_the_dataset_poses_or_the_fit(tmp_path):
     preset.write_text(preset.read_text().replace('camera_fit: {kind: normal, yaw_std: 0.25}\n', ''))
     result = _invoke(*cli_args(setup, '--dry-run', '--camera-prior', 'fit'))
     assert result.exit_code != 0 and 'no camera_fit' in result.output
+
+
+def test_training_options_are_the_options_the_derived_kwargs_and_the_run(setup):
+    """Every key of training_options.json has one source: an option as resolved, derived, or the run's."""
+    from training import config, derive, launch
+
+    c = _dry_run(setup, '--beta-end', '0.7')
+    assert set(c) == set(config.DEFAULTS) | set(derive.DERIVED_KEYS) | set(launch.RUN_KEYS)
+    opts = config.resolve(config.load_preset(setup['cfg']), dict(beta_end=0.7))
+    for key in set(config.DEFAULTS) - set(derive.DERIVED_KEYS):
+        assert c[key] == opts[key], key  # derive adds keys; it never changes an option
+    assert c['sampler_kwargs']['beta_end'] == c['beta_end'] == 0.7

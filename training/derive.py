@@ -87,8 +87,19 @@ def load_dataset_preset(name: str, source: str) -> dict:
         raise config.ConfigError(f'{source}: dataset: {err}') from None
 
 
+# What derive adds to the user's resolved options: the numbers computed from them and the constructor kwargs
+# of every object the loop builds (`*_kwargs` that are also options hold the user's extras merged into the
+# complete kwargs; batch_gpu and mirror get their None resolved). Every other key of training_options.json
+# is an option exactly as config.resolve gave it (config.DEFAULTS) or a key of the run (launch.RUN_KEYS).
+DERIVED_KEYS = (
+    'batch_gpu', 'mirror', 'data', 'dataset_size', 'dataset_preset', 'resolved_precision', 'dataset_kwargs',
+    'camera_prior_kwargs', 'G_kwargs', 'D_kwargs', 'sampler_kwargs', 'loss_kwargs', 'augment_kwargs', 'ada_kwargs',
+)  # fmt: skip
+
+
 def derive_training_kwargs(opts, data_path, num_gpus: int, preset_source: str) -> dnnlib.EasyDict:
-    """Everything a training process needs, as plain data (opens the dataset once to check it)."""
+    """The options plus DERIVED_KEYS: everything a training process needs, as plain data (opens the dataset
+    once to check it)."""
     dp = load_dataset_preset(opts.dataset, preset_source)
     mirror = dp['mirror'] if opts.mirror is None else bool(opts.mirror)
     data_path = data_path if data_path is not None else dp['path']

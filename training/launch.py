@@ -10,6 +10,8 @@ import signal
 import dnnlib
 from training import config, run_dir
 
+# Keys of training_options.json that describe the run rather than the model or its training.
+RUN_KEYS = ('cfg', 'seed', 'num_gpus', 'desc', 'outdir', 'run_dir', 'resume', 'resume_file')
 # Options that may change when a run is resumed in place; every other option must match the stored one.
 RESUME_MUTABLE = ('kimg', 'tick', 'snap', 'image_snap', 'metrics', 'workers', 'desc', 'resume')
 
@@ -40,8 +42,9 @@ def resolve_training_options(outdir, cfg, data, gpus, resume, seed, desc, flags)
     opts = config.resolve(config.load_preset(cfg), flags)
     config.validate(opts, num_gpus, source=preset_source)
     c = derive.derive_training_kwargs(opts, data_path=data, num_gpus=num_gpus, preset_source=preset_source)
-    c.update(cfg=cfg, seed=seed, num_gpus=num_gpus, desc=_default_desc(cfg, opts, num_gpus, desc))
-    c.update(outdir=outdir, run_dir=None, resume=None, resume_file=None)
+    run = dict(cfg=cfg, seed=seed, num_gpus=num_gpus, desc=_default_desc(cfg, opts, num_gpus, desc))
+    run.update(outdir=outdir, run_dir=None, resume=None, resume_file=None)
+    c.update(run)
     if resume is not None:
         target, kind = run_dir.resolve_resume(resume, outdir)
         if kind == 'file':

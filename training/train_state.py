@@ -45,7 +45,7 @@ class TrainState:
     """Everything one rank's training loop holds (see training_loop.setup for the order it is filled in)."""
 
     # The run and this process.
-    c: dnnlib.EasyDict  # The resolved options and derived constructor kwargs (training_options.json).
+    c: dnnlib.EasyDict  # training_options.json: the options, derive.DERIVED_KEYS and launch.RUN_KEYS.
     rank: int  # This process's rank; only rank 0 writes files.
     world_size: int  # Number of processes.
     device: torch.device  # This rank's device.

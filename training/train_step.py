@@ -80,7 +80,7 @@ def prepare_reals(s: TrainState, real_batches: list) -> list:
     rounds = []
     for batch in real_batches:
         params = draw_patch_params(s)
-        img = patches.crop_patches(batch.images, params, s.c.patch_res)  # [N, 3, r, r]
+        img = patches.crop_patches(batch.images, params, s.patch_sampler.patch_resolution)  # [N, 3, r, r]
         s.tick_scales.append(params[:, 0].detach().cpu())
         rounds.append(dnnlib.EasyDict(img=img, params=params, angles=real_angles(batch.labels)))
     return rounds
