@@ -1,5 +1,7 @@
 """Presets: loading, precedence (defaults < preset < flag), unknown keys and bad values are one-line errors."""
 
+import os
+
 import pytest
 
 from training import config
@@ -96,3 +98,24 @@ def test_gamma_auto_in_a_preset_and_bad_gamma_values(tmp_path):
                 config.resolve({'dataset': 'demo', 'gamma': bad}, {}), num_gpus=1, source='p.yaml'
             )
         assert '\n' not in str(info.value) and 'p.yaml' in str(info.value)
+
+
+def test_model_and_dataset_presets_share_one_reader_and_its_messages(tmp_path):
+    from training import dataset
+
+    for load in (config.load_preset, dataset.load_dataset_preset):
+        with pytest.raises(
+            (config.ConfigError, dataset.DatasetError), match=r'no preset "nope" \(.*not found\); choose'
+        ):
+            load('nope')
+    (tmp_path / 'm.yaml').write_text('dataset: demo\nbatchh: 4\n')
+    (tmp_path / 'd.yaml').write_text(
+        open(os.path.join(dataset.PRESET_DIR, 'demo.yaml')).read() + 'radiuss: 2\n'
+    )
+    for load, name, hint in (
+        (config.load_preset, 'm', 'batch'),
+        (dataset.load_dataset_preset, 'd', 'radius'),
+    ):
+        with pytest.raises((config.ConfigError, dataset.DatasetError)) as info:
+            load(str(tmp_path / f'{name}.yaml'))
+        assert str(info.value).endswith(f'(did you mean "{hint}"?)') and '\n' not in str(info.value)

@@ -48,7 +48,7 @@ def test_shipped_preset_resolves_to_the_pinned_options(name):
 def test_presets_hold_only_their_differences(name):
     """A preset key that repeats what its base (or DEFAULTS) already gives is a second copy of a default:
     the next change of the default would silently miss it."""
-    data = config._read_preset(config._preset_path(name))
+    _, data = config.read_preset(name, [*config.DEFAULTS, config.BASE_KEY], name)
     base = data.pop(config.BASE_KEY, None)
     inherited = {**config.DEFAULTS, **(config.load_preset(base) if base else {})}
     for key, value in data.items():

@@ -18,6 +18,7 @@ import yaml
 import dnnlib
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+DATASET_PRESET_DIR = os.path.join(CONFIG_DIR, 'datasets')  # configs/datasets/<name>.yaml
 
 
 class ConfigError(ValueError):
@@ -104,9 +105,14 @@ CHOICES = dict(
 )
 
 
-def list_presets() -> list[str]:
-    """Names of configs/*.yaml (epigraf is the shared base of the paper presets, with no dataset)."""
-    names = [f[: -len('.yaml')] for f in os.listdir(CONFIG_DIR) if f.endswith('.yaml')]
+def list_presets(folder: str = CONFIG_DIR) -> list[str]:
+    """Names of configs/*.yaml (epigraf is the shared base of the paper presets, with no dataset), or of
+    another preset folder's YAML files."""
+    names = (
+        [f[: -len('.yaml')] for f in os.listdir(folder) if f.endswith('.yaml')]
+        if os.path.isdir(folder)
+        else []
+    )
     return sorted(names)
 
 
@@ -119,29 +125,51 @@ def _unknown_key_message(source: str, key: str, known) -> str:
 BASE_KEY = 'base'  # A preset's key naming the preset it starts from (not an option itself).
 
 
-def _preset_path(name: str, relative_to: str | None = None) -> str:
-    """configs/<name>.yaml, or `name` itself if it is a YAML path (relative to `relative_to`'s folder)."""
+def _preset_path(name: str, relative_to: str | None = None, folder: str = CONFIG_DIR) -> str:
+    """<folder>/<name>.yaml, or `name` itself if it is a YAML path (relative to `relative_to`'s folder)."""
     if not name.endswith(('.yaml', '.yml')):
-        return os.path.join(CONFIG_DIR, f'{name}.yaml')
+        return os.path.join(folder, f'{name}.yaml')
     if relative_to is not None and not os.path.isabs(name):
         return os.path.join(os.path.dirname(relative_to), name)
     return name
 
 
+def read_preset(name: str, known, where: str, folder: str = CONFIG_DIR, relative_to: str | None = None):
+    """(path, mapping) of the YAML preset `name` in `folder` (or a YAML path), with only `known` keys.
+
+    The one reader of both kinds of preset (configs/*.yaml and configs/datasets/*.yaml): a missing
+    file, invalid YAML, a non-mapping or an unknown key is a ConfigError of one line naming the file.
+    """
+    path = _preset_path(name, relative_to, folder)
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f'{where}: no preset "{name}" ({path} not found); choose one of {", ".join(list_presets(folder))}'
+        )
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise ConfigError(f'{path}: not valid YAML ({str(err).splitlines()[0]})') from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f'{path}: a preset must be a mapping of key: value, got {type(data).__name__}')
+    for key in data:
+        if key not in known:
+            raise ConfigError(_unknown_key_message(path, key, known))
+    return path, data
+
+
 def load_preset(name: str, _children: tuple = ()) -> dict:
     """The keys of configs/<name>.yaml merged over those of its `base` preset (if any), checked against
     DEFAULTS. `name` may also be a path to a YAML file."""
-    path = _preset_path(name, _children[-1] if _children else None)
-    if not os.path.isfile(path):
-        where = f'{_children[-1]}: base' if _children else '--cfg'
-        raise ConfigError(
-            f'{where}: no preset "{name}" (looked for {path}); choose one of {", ".join(list_presets())}'
-        )
-    if os.path.abspath(path) in _children:
+    where = f'{_children[-1]}: base' if _children else '--cfg'
+    if os.path.abspath(_preset_path(name, _children[-1] if _children else None)) in _children:
         raise ConfigError(
             f'{_children[-1]}: base "{name}" leads back to itself; remove the cycle of "base" keys'
         )
-    data = _read_preset(path)
+    path, data = read_preset(
+        name, [*DEFAULTS, BASE_KEY], where, relative_to=_children[-1] if _children else None
+    )
     base = data.pop(BASE_KEY, None)
     if base is None:
         return data
@@ -154,21 +182,6 @@ def load_preset(name: str, _children: tuple = ()) -> dict:
         both_dicts = isinstance(value, dict) and isinstance(merged.get(key), dict)
         merged[key] = {**merged[key], **value} if both_dicts else value
     return merged
-
-
-def _read_preset(path: str) -> dict:
-    try:
-        with open(path, encoding='utf-8') as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as err:
-        raise ConfigError(f'{path}: not valid YAML ({str(err).splitlines()[0]})') from None
-    data = {} if data is None else data
-    if not isinstance(data, dict):
-        raise ConfigError(f'{path}: a preset must be a mapping of option: value, got {type(data).__name__}')
-    for key in data:
-        if key not in DEFAULTS and key != BASE_KEY:
-            raise ConfigError(_unknown_key_message(path, key, [*DEFAULTS, BASE_KEY]))
-    return data
 
 
 def resolve(preset: dict, flags: dict) -> dnnlib.EasyDict:
