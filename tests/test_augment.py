@@ -140,7 +140,7 @@ def test_ada_adjusts_every_interval_and_reaches_one_in_speed_kimg():
 def test_ada_state_resumes_exactly():
     # The signs since the last adjustment live in the pipe's buffers; the step count in the controller.
     pipe = augment.AugmentPipe(init_p=0.3)
-    ada = augment.AdaController(interval=4, speed_kimg=1, batch_size=10)
+    ada = augment.AdaController(target=0.6, interval=4, speed_kimg=1, batch_size=10)
     for _ in range(2):
         pipe.accumulate_real_signs(torch.ones(10))
         ada.step(pipe)
@@ -148,7 +148,7 @@ def test_ada_state_resumes_exactly():
     assert all(isinstance(v, (int, float, type(None))) for v in state.values())
     pipe2, ada2 = (
         augment.AugmentPipe(**pipe.init_kwargs),
-        augment.AdaController(interval=4, speed_kimg=1, batch_size=10),
+        augment.AdaController(target=0.6, interval=4, speed_kimg=1, batch_size=10),
     )
     pipe2.load_state_dict(pipe_state)
     ada2.load_state_dict(state)
@@ -160,14 +160,14 @@ def test_ada_state_resumes_exactly():
 
 
 def test_ada_without_signs_is_a_clear_error():
-    ada = augment.AdaController(interval=1)
+    ada = augment.AdaController(target=0.6, interval=1, speed_kimg=500, batch_size=64)
     with pytest.raises(RuntimeError, match='PatchLoss'):
         ada.step(augment.AugmentPipe())
 
 
 def test_clear_errors():
     with pytest.raises(ValueError, match='AdaController'):
-        augment.AdaController(target=1.5)
+        augment.AdaController(target=1.5, interval=4, speed_kimg=500, batch_size=64)
     with pytest.raises(ValueError, match='weights'):
         augment.AugmentPipe(hue=2.0)
     with pytest.raises(ValueError, match='3 channels'):

@@ -113,3 +113,22 @@ def test_base_mistakes_are_one_line_errors(tmp_path, files, message):
     with pytest.raises(config.ConfigError, match=message) as info:
         config.load_preset(str(tmp_path / 'p.yaml'))
     assert '\n' not in str(info.value)
+
+
+def test_a_constructor_parameter_fed_by_an_option_has_no_default_of_its_own():
+    """The option's default (config.DEFAULTS) is the only one: a second copy in a signature would be the
+    number a caller silently gets when it forgets the option."""
+    import inspect
+
+    from training import augment, loss, patches
+
+    fed = [  # (constructor, parameter): derive passes the option's value to each
+        (patches.BetaPatchSampler, 'beta_end'), (patches.BetaPatchSampler, 'anneal_kimg'),
+        (patches.UniformPatchSampler, 'anneal_kimg'), (loss.PatchLoss, 'r1_gamma'),
+        (loss.PatchLoss, 'blur_init_sigma'), (augment.AdaController, 'target'),
+        (augment.AdaController, 'interval'), (augment.AdaController, 'speed_kimg'),
+        (augment.AdaController, 'batch_size'),
+    ]  # fmt: skip
+    for cls, name in fed:
+        param = inspect.signature(cls.__init__).parameters[name]
+        assert param.default is inspect.Parameter.empty, f'{cls.__name__}.{name} has a default of its own'

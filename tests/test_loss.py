@@ -9,6 +9,7 @@ from training import loss as loss_mod
 from training.augment import AugmentPipe
 from training.discriminator import PatchDiscriminator
 
+PAPER = dict(r1_gamma=0.05, blur_init_sigma=0.0)  # the loss's options at their defaults (Sec. 3.4)
 TINY_D = dict(
     img_resolution=16, patch_resolution=8, channel_base=32, channel_max=4, hyper_dim=8,
     hyper_table_dim=4, hyper_num_freqs=2, cmap_dim=4, camera_num_freqs=2,
@@ -80,7 +81,7 @@ def test_dreg_gradient_matches_naive_autograd_float64():
     torch.manual_seed(1)
     G, D = TinyG().double(), PatchDiscriminator(**TINY_D).double()
     b = _batch(dtype=torch.float64)
-    loss = loss_mod.PatchLoss('cpu', G, D, r1_gamma=0.7)
+    loss = loss_mod.PatchLoss('cpu', G, D, r1_gamma=0.7, blur_init_sigma=0)
     loss.accumulate_gradients('Dreg', **b, gain=16, cur_nimg=0)
     got = _grads(D)
     _zero(D)
@@ -97,7 +98,7 @@ def test_gmain_trains_g_only_with_non_saturating_loss():
     torch.manual_seed(2)
     G, D = TinyG(), PatchDiscriminator(**TINY_D)
     b = _batch()
-    loss_mod.PatchLoss('cpu', G, D).accumulate_gradients('Gmain', **b, gain=2.0, cur_nimg=0)
+    loss_mod.PatchLoss('cpu', G, D, **PAPER).accumulate_gradients('Gmain', **b, gain=2.0, cur_nimg=0)
     got = _grads(G)
     assert all(p.grad is None for p in D.parameters()) and all(p.requires_grad for p in D.parameters())
     _zero(G)
@@ -111,7 +112,7 @@ def test_dmain_and_dboth_gradients():
     G, D = TinyG(), PatchDiscriminator(**TINY_D, mbstd_group_size=1)
     b = _batch()
     pipe = AugmentPipe(init_p=0.0)  # p = 0: identity, but it still collects ADA's sign(D(real))
-    loss = loss_mod.PatchLoss('cpu', G, D, augment_pipe=pipe, r1_gamma=0.3)
+    loss = loss_mod.PatchLoss('cpu', G, D, augment_pipe=pipe, r1_gamma=0.3, blur_init_sigma=0)
     value = loss.accumulate_gradients('Dmain', **b, gain=1.0, cur_nimg=0)
     main = _grads(D)
     assert all(p.grad is None for p in G.parameters()) and pipe.real_signs[1] == 4
@@ -151,7 +152,9 @@ def test_reals_and_fakes_see_the_same_preprocessing_and_g_gets_its_kwargs():
     marker = lambda x: x + 100  # noqa: E731  (an "augmentation" that is easy to spot)
     G, D = TinyG(), SpyD()
     b = _batch()
-    loss = loss_mod.PatchLoss('cpu', G, D, augment_pipe=marker, blur_init_sigma=1.0, blur_fade_kimg=10)
+    loss = loss_mod.PatchLoss(
+        'cpu', G, D, augment_pipe=marker, r1_gamma=0.05, blur_init_sigma=1.0, blur_fade_kimg=10
+    )
     loss.accumulate_gradients('Dmain', **b, gain=1, cur_nimg=20_000, gen_kwargs=dict(density_noise_std=0.5))
     assert G.calls[-1]['kwargs'] == dict(density_noise_std=0.5)
     fake_in, real_in = seen[0], seen[1]
@@ -170,7 +173,7 @@ def test_reals_and_fakes_see_the_same_preprocessing_and_g_gets_its_kwargs():
 
 def test_blur_schedule_and_kernel():
     loss = loss_mod.PatchLoss(
-        'cpu', TinyG(), PatchDiscriminator(**TINY_D), blur_init_sigma=10, blur_fade_kimg=200
+        'cpu', TinyG(), PatchDiscriminator(**TINY_D), r1_gamma=0.05, blur_init_sigma=10, blur_fade_kimg=200
     )
     assert (
         loss.blur_sigma(0) == 10
@@ -192,11 +195,11 @@ def test_blur_schedule_and_kernel():
 
 def test_r1_gamma_must_be_a_number_and_phase_errors():
     D = PatchDiscriminator(**TINY_D)
-    assert loss_mod.PatchLoss('cpu', TinyG(), D, r1_gamma=2).r1_gamma == 2.0
+    assert loss_mod.PatchLoss('cpu', TinyG(), D, r1_gamma=2, blur_init_sigma=0).r1_gamma == 2.0
     for bad in (-1, 'auto', float('nan')):  # 'auto' is resolved by the options, never by the loss
         with pytest.raises(ValueError, match='r1_gamma'):
-            loss_mod.PatchLoss('cpu', TinyG(), D, r1_gamma=bad)
-    loss = loss_mod.PatchLoss('cpu', TinyG(), D)
+            loss_mod.PatchLoss('cpu', TinyG(), D, r1_gamma=bad, blur_init_sigma=0)
+    loss = loss_mod.PatchLoss('cpu', TinyG(), D, **PAPER)
     with pytest.raises(ValueError, match='unknown phase'):
         loss.accumulate_gradients('Dmian', **_batch(), gain=1, cur_nimg=0)
     loss.accumulate_gradients('Greg', **_batch(), gain=1, cur_nimg=0)  # no generator regularizer

@@ -21,7 +21,7 @@ TINY_D = dict(
 def test_all_phases_with_the_generator_and_ada():
     torch.manual_seed(0)
     G, D = Generator(**TINY_G), PatchDiscriminator(**TINY_D, camera_cond=True)
-    pipe, ada = AugmentPipe(init_p=0.5), AdaController(interval=1, speed_kimg=1, batch_size=4)
+    pipe, ada = AugmentPipe(init_p=0.5), AdaController(target=0.6, interval=1, speed_kimg=1, batch_size=4)
     loss = PatchLoss('cpu', G, D, augment_pipe=pipe, r1_gamma=1.0, blur_init_sigma=1.0, blur_fade_kimg=1)
     sampler = patches.make_patch_sampler('beta', 16, 8, group_size=4, beta_end=0.8, anneal_kimg=10000)
     images = torch.rand(4, 3, 16, 16) * 2 - 1

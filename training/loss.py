@@ -52,8 +52,9 @@ class PatchLoss:
         G,  # Generator: G(z, camera, patch_params=..., **gen_kwargs).image -> [N, 3, r, r].
         D,  # PatchDiscriminator: D(img, patch_params, camera_angles) -> [N, 1].
         augment_pipe=None,  # AugmentPipe applied to real and fake patches alike; None = off.
-        r1_gamma=0.05,  # R1 weight, a number >= 0 (the --gamma option; derive resolves its 'auto').
-        blur_init_sigma=0.0,  # Blur sigma (patch pixels, exp2 kernel) of D's inputs at cur_nimg = 0; 0 = off.
+        *,
+        r1_gamma,  # R1 weight, a number >= 0: the --gamma option (derive resolves its 'auto').
+        blur_init_sigma,  # Blur sigma (patch pixels, exp2 kernel) of D's inputs at cur_nimg = 0; 0 = off (--blur-sigma).
         blur_fade_kimg=200,  # The blur fades linearly to 0 over this many kimg (public code: 10 over 200).
     ):
         self.device, self.G, self.D = device, G, D
