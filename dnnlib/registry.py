@@ -46,7 +46,8 @@ def register(name: str, target, aliases=()) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f'registry name must be a non-empty string, got {name!r}')
     _targets[name] = target
-    for alias in (name, *aliases):
+    where_now = (target,) if isinstance(target, str) else ()  # its current import path is accepted too
+    for alias in (name, *where_now, *aliases):
         _aliases[alias] = name
 
 

@@ -55,6 +55,7 @@ def test_stable_names_and_aliases_resolve_to_the_same_class():
     assert registry.resolve('training.generator.Generator') is Generator  # what format-1 snapshots hold
     assert registry.stable_name('training.discriminator.PatchDiscriminator') == 'pgrf.Discriminator'
     assert registry.name_of(Generator) == 'pgrf.Generator'
+    assert registry.stable_name(f'{Generator.__module__}.Generator') == 'pgrf.Generator'  # where it lives now
     assert checkpoint.module_state(Generator(**TINY))['class_name'] == 'pgrf.Generator'
     with pytest.raises(registry.UnknownClassError, match='add it to dnnlib/registry.py'):
         registry.name_of(torch.nn.Linear)
