@@ -7,33 +7,13 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from shared_doubles import TinyNet, make_tiny_opt, train_tiny
 
 import dnnlib
-from dnnlib import registry
 from torch_utils import checkpoint, misc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXECUTED = []  # Appended to if unpickling ever runs code of _Evil.
-
-
-class TinyNet(torch.nn.Module):
-    @misc.record_init_kwargs
-    def __init__(self, in_features=4, hidden=(8, 6), options=None):
-        super().__init__()
-        options = options or dnnlib.EasyDict(dropout=0.2)
-        sizes = [in_features, *hidden]
-        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.drop = torch.nn.Dropout(options.dropout)  # options is an EasyDict again after rebuilding
-        self.register_buffer('calls', torch.zeros([], dtype=torch.int64))
-
-    def forward(self, x):
-        self.calls += 1
-        for layer in self.layers:
-            x = self.drop(torch.relu(layer(x)))
-        return x
-
-
-registry.register('test.TinyNet', TinyNet)  # from code, as a plugin would; files cannot add names
 
 
 class NoKwargsNet(torch.nn.Linear):
@@ -47,19 +27,6 @@ def _record_execution(what):
 class _Evil:
     def __reduce__(self):
         return (_record_execution, ('ran',))
-
-
-def _train(net, opt, steps):
-    for _ in range(steps):
-        x = torch.randn(8, net.init_kwargs.in_features)  # the data depends on the RNG state too
-        loss = net(x).square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-
-def _make_opt(net):
-    return torch.optim.Adam(net.parameters(), lr=1e-2, betas=(0.0, 0.99))
 
 
 def _snapshot(net, opt, cur_nimg):
@@ -76,19 +43,19 @@ def test_resume_continues_bit_exactly(tmp_path):
     path = tmp_path / 'snapshot.pt'
     misc.set_seed(0)
     net = TinyNet(options=dnnlib.EasyDict(dropout=0.2))
-    opt = _make_opt(net)
-    _train(net, opt, 3)
+    opt = make_tiny_opt(net)
+    train_tiny(net, opt, 3)
     checkpoint.save(path, _snapshot(net, opt, cur_nimg=24))
-    _train(net, opt, 3)  # the uninterrupted run
+    train_tiny(net, opt, 3)  # the uninterrupted run
 
     misc.set_seed(123)  # a resumed process starts from unrelated RNG state
     data = checkpoint.load(path)
     assert data['format_version'] == checkpoint.FORMAT_VERSION and data['cur_nimg'] == 24
     resumed = checkpoint.build_module(data['modules']['G']).train()
-    resumed_opt = _make_opt(resumed)
+    resumed_opt = make_tiny_opt(resumed)
     checkpoint.load_optimizer_state(resumed_opt, data['optimizers']['G'])
     misc.set_rng_state(data['rng_state'])
-    _train(resumed, resumed_opt, 3)
+    train_tiny(resumed, resumed_opt, 3)
 
     final, resumed_final = net.state_dict(), resumed.state_dict()
     assert list(final) == list(resumed_final)
@@ -285,7 +252,7 @@ def test_load_network_eval_and_frozen(tmp_path):
 
 def test_optimizer_state_mismatch():
     net = TinyNet()
-    state = checkpoint.optimizer_state(_make_opt(net))
+    state = checkpoint.optimizer_state(make_tiny_opt(net))
     other = torch.optim.Adam(list(net.parameters())[:2])
     with pytest.raises(checkpoint.CheckpointError, match=r'param groups of sizes \[4\].*has \[2\]'):
         checkpoint.load_optimizer_state(other, state)

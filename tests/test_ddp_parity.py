@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from test_distributed import _LAUNCH_VARS
+from shared_doubles import LAUNCH_VARS
 from test_train_fixtures import cli_args, make_tiny_setup
 
 from torch_utils import checkpoint
@@ -34,7 +34,7 @@ DETERMINISTIC = dict(  # every random draw left is one of the global batch's inp
 def _train(tmp_path, name: str, *flags) -> tuple[dict, dict]:
     """The run's first (after tick 0) and last snapshots."""
     setup = make_tiny_setup(tmp_path / name, **DETERMINISTIC)
-    env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
     env.update(OMP_NUM_THREADS='1', GLOO_SOCKET_IFNAME='lo', PYTHONPATH=ROOT)
     cmd = [sys.executable, os.path.join(ROOT, 'train.py'), *cli_args(setup), *flags]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=600)

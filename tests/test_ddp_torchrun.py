@@ -7,9 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from test_distributed import _LAUNCH_VARS
+from shared_doubles import LAUNCH_VARS, wait_for
 from test_train_fixtures import cli_args, make_tiny_setup
-from test_train_signals import _wait_for
 
 from torch_utils import checkpoint, distributed
 from training import run_dir
@@ -20,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.slow
 def test_torchrun_train_one_run_dir_and_sigterm_to_the_group(tmp_path):
     setup = make_tiny_setup(tmp_path, kimg=100, snap=1000, image_snap=1000)
-    env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
     env.update(OMP_NUM_THREADS='1', GLOO_SOCKET_IFNAME='lo', PYTHONPATH=ROOT)
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '1', '--nproc_per_node', '2']
     cmd += ['--master_addr', '127.0.0.1', '--master_port', str(distributed.free_port())]
@@ -31,7 +30,7 @@ def test_torchrun_train_one_run_dir_and_sigterm_to_the_group(tmp_path):
     )  # fmt: skip
     try:
         log = os.path.join(setup['outdir'], '00000-tiny-gpus2-batch4-gamma0.05', 'log.txt')
-        _wait_for(log, 'tick 1 ', proc, timeout=240)
+        wait_for(log, 'tick 1 ', proc, timeout=240)
         os.killpg(proc.pid, signal.SIGTERM)  # torchrun and both ranks get it
         output, _ = proc.communicate(timeout=120)
     finally:

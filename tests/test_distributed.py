@@ -12,16 +12,7 @@ from torch_utils import distributed
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 import _dist_worker  # noqa: E402
-
-_LAUNCH_VARS = [
-    'RANK',
-    'WORLD_SIZE',
-    'LOCAL_RANK',
-    'MASTER_ADDR',
-    'MASTER_PORT',
-    'SLURM_PROCID',
-    'SLURM_NTASKS',
-]
+from shared_doubles import LAUNCH_VARS  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -64,7 +55,7 @@ def test_launch_env_torchrun_slurm_and_none():
 
 
 def test_single_process(monkeypatch, capsys):
-    for name in _LAUNCH_VARS:
+    for name in LAUNCH_VARS:
         monkeypatch.delenv(name, raising=False)
     info = distributed.init(device='cpu')
     try:
@@ -82,7 +73,7 @@ def test_single_process(monkeypatch, capsys):
 
 
 def test_torchrun_with_one_process_needs_no_group(monkeypatch):
-    for name in _LAUNCH_VARS:
+    for name in LAUNCH_VARS:
         monkeypatch.delenv(name, raising=False)
     env = dict(RANK='0', WORLD_SIZE='1', LOCAL_RANK='0', MASTER_ADDR='127.0.0.1', MASTER_PORT='1')
     for name, value in env.items():
@@ -104,7 +95,7 @@ def test_gradient_average_over_nccl():
 
 @pytest.mark.gpu
 def test_single_process_uses_the_gpu(monkeypatch):
-    for name in _LAUNCH_VARS:
+    for name in LAUNCH_VARS:
         monkeypatch.delenv(name, raising=False)
     info = distributed.init()
     try:
@@ -135,7 +126,7 @@ def test_spawn_timeout_kills_the_ranks():
 @pytest.mark.slow
 def test_torchrun_env_and_clean_exit(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1', GLOO_SOCKET_IFNAME='lo')
-    for name in _LAUNCH_VARS:
+    for name in LAUNCH_VARS:
         env.pop(name, None)
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '1', '--nproc_per_node', '2']
     cmd += ['--master_addr', '127.0.0.1', '--master_port', str(distributed.free_port())]

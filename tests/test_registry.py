@@ -72,7 +72,7 @@ def test_plain_data_check_is_on_kinds_not_keys():
     ):
         with pytest.raises(registry.NotPlainDataError, match=__import__('re').escape(where)):
             registry.check_plain(bad, 'G.init_kwargs')
-    from test_checkpoint import TinyNet
+    from shared_doubles import TinyNet
 
     with pytest.raises(TypeError, match=r"test.TinyNet.init_kwargs\['options'\]\['dtype'\] is a torch.dtype"):
         checkpoint.module_state(TinyNet(options=EasyDict(dropout=0.0, dtype=torch.float16)))  # at save time

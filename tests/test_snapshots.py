@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from test_checkpoint import TinyNet, _make_opt, _train
+from shared_doubles import TinyNet, make_tiny_opt, train_tiny
 from test_train_fixtures import tiny_train_state
 
 from torch_utils import checkpoint, misc
@@ -25,8 +25,8 @@ class Lines:
 def _saved_state(tmp_path, steps=2, cur_nimg=16):
     misc.set_seed(1)
     net = TinyNet()
-    opt = _make_opt(net)
-    _train(net, opt, steps)
+    opt = make_tiny_opt(net)
+    train_tiny(net, opt, steps)
     s = tiny_train_state(net, dict(G=opt), run_dir=str(tmp_path))
     s.progress.cur_nimg, s.progress.batch_idx = cur_nimg, steps
     return s, snapshots.save_snapshot(s)
@@ -35,12 +35,12 @@ def _saved_state(tmp_path, steps=2, cur_nimg=16):
 def test_restore_continues_bit_exactly(tmp_path):
     s, path = _saved_state(tmp_path)
     assert os.path.basename(path) == 'network-snapshot-000000.016.pt'
-    _train(s.G, s.optimizers['G'], 2)  # the uninterrupted run
+    train_tiny(s.G, s.optimizers['G'], 2)  # the uninterrupted run
     misc.set_seed(77)  # a resumed process starts from unrelated RNG state
     net = TinyNet()
-    resumed = tiny_train_state(net, dict(G=_make_opt(net)))
+    resumed = tiny_train_state(net, dict(G=make_tiny_opt(net)))
     snapshots.restore(resumed, checkpoint.load(path), path)
-    _train(resumed.G, resumed.optimizers['G'], 2)
+    train_tiny(resumed.G, resumed.optimizers['G'], 2)
     assert resumed.progress.cur_nimg == 16 and resumed.progress.batch_idx == 2
     for a, b in zip(s.G.state_dict().values(), resumed.G.state_dict().values()):
         assert torch.equal(a, b)

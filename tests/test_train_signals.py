@@ -4,11 +4,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from click.testing import CliRunner
+from shared_doubles import wait_for
 from test_train_fixtures import assert_same_training_state, cli_args, make_tiny_setup
 
 import train
@@ -16,18 +16,6 @@ from torch_utils import checkpoint
 from training import run_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _wait_for(path, text, proc, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if os.path.exists(path) and text in open(path).read():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f'training exited early:\n{proc.stdout.read()}')
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError(f'"{text}" did not appear in {path}')
 
 
 @pytest.mark.slow
@@ -39,7 +27,7 @@ def test_sigterm_writes_a_snapshot_and_the_run_resumes(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(tmp_path),
     )  # fmt: skip
     try:
-        _wait_for(
+        wait_for(
             os.path.join(setup['outdir'], '00000-tiny-gpus1-batch4-gamma0.05', 'log.txt'), 'tick 1 ', proc
         )
         proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,71 @@
+"""Test doubles and helpers that tests in several folders share (no tests here).
+
+Tests import them from here rather than from each other: a test module imported by another test
+would be imported twice (once by pytest), and its registrations would then name two different classes.
+"""
+
+import os
+import time
+
+import torch
+
+import dnnlib
+from dnnlib import registry
+from torch_utils import misc
+
+# The environment variables of a launcher (torchrun, SLURM): removed so a test controls how ranks start.
+LAUNCH_VARS = [
+    'RANK',
+    'WORLD_SIZE',
+    'LOCAL_RANK',
+    'MASTER_ADDR',
+    'MASTER_PORT',
+    'SLURM_PROCID',
+    'SLURM_NTASKS',
+]
+
+
+class TinyNet(torch.nn.Module):
+    @misc.record_init_kwargs
+    def __init__(self, in_features=4, hidden=(8, 6), options=None):
+        super().__init__()
+        options = options or dnnlib.EasyDict(dropout=0.2)
+        sizes = [in_features, *hidden]
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.drop = torch.nn.Dropout(options.dropout)  # options is an EasyDict again after rebuilding
+        self.register_buffer('calls', torch.zeros([], dtype=torch.int64))
+
+    def forward(self, x):
+        self.calls += 1
+        for layer in self.layers:
+            x = self.drop(torch.relu(layer(x)))
+        return x
+
+
+registry.register('test.TinyNet', TinyNet)  # from code, as a plugin would; files cannot add names
+
+
+def train_tiny(net, opt, steps):
+    for _ in range(steps):
+        x = torch.randn(8, net.init_kwargs.in_features)  # the data depends on the RNG state too
+        loss = net(x).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def make_tiny_opt(net):
+    return torch.optim.Adam(net.parameters(), lr=1e-2, betas=(0.0, 0.99))
+
+
+def wait_for(path, text, proc, timeout=120):
+    """Wait until `text` appears in the file `path`, while the subprocess `proc` runs."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(path) and text in open(path).read():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f'training exited early:\n{proc.stdout.read()}')
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f'"{text}" did not appear in {path}')
