@@ -76,8 +76,8 @@ def resolve_snapshots(network: str | None, run: str | None, which: str) -> tuple
     return (snapshots if which == 'all' else snapshots[-1:]), run
 
 
-def resolve_dataset_kwargs(data, mirror, options: dict | None) -> dict:
-    """--data/--mirror, falling back on the run's training data."""
+def resolve_dataset_kwargs(data, mirror, options: dict | None, class_name: str | None = None) -> dict:
+    """--data/--mirror (and --class: only that class's images), falling back on the run's training data."""
     base = dict((options or {}).get('dataset_kwargs') or {})
     if data is None and not base:
         raise click.ClickException(
@@ -91,6 +91,12 @@ def resolve_dataset_kwargs(data, mirror, options: dict | None) -> dict:
         )
     if mirror is not None:
         base['mirror'] = bool(mirror)
+    if class_name is not None:
+        if not ((options or {}).get('G_kwargs') or {}).get('c_dim', 0):
+            raise click.ClickException(
+                f'--class {class_name}: the network is unconditional (trained without --cond); drop --class'
+            )
+        base['only_class'] = int(class_name) if class_name.isdigit() else class_name
     return base
 
 
@@ -222,12 +228,19 @@ def print_table(rows: list[dict]) -> None:
     show_default=True,
     help='Images G renders at once per GPU (memory bound).',
 )
+@click.option(
+    '--class',
+    'class_name',
+    metavar='K|NAME',
+    help='Class-conditional network: score class K only (reals of that class, fakes of that class); '
+    "default: all classes, fakes drawn with the dataset's class frequencies.",
+)
 @click.option('--seed', type=int, default=0, show_default=True, help='Seed of fake latents and cameras.')
 @click.option('--cache/--no-cache', default=True, show_default=True, help='Cache real-data statistics.')
 @click.option('--verbose/--quiet', default=True, show_default=True, help='Progress bars.')
 @click.option('--list', 'list_metrics', is_flag=True, help='List the valid metric names and exit.')
 def main(network, run, images, snapshots, metrics, data, mirror, gpus, feature_net, dataset_preset,
-         camera_source, batch_size, batch_gen, seed, cache, verbose, list_metrics):  # fmt: skip
+         camera_source, batch_size, batch_gen, class_name, seed, cache, verbose, list_metrics):  # fmt: skip
     """Evaluate FID/KID/PR/SWD and 3D metrics of PGRF snapshots; append results to <run>/metric-<name>.jsonl."""
     if list_metrics:
         click.echo('\n'.join(metric_main.list_valid_metrics()))
@@ -255,7 +268,7 @@ def main(network, run, images, snapshots, metrics, data, mirror, gpus, feature_n
         except (checkpoint.CheckpointError, ValueError) as err:  # ValueError: a bad training_options.json
             raise click.ClickException(str(err)) from None
         common.update(
-            dataset_kwargs=resolve_dataset_kwargs(data, mirror, options), camera_source=camera_source,
+            dataset_kwargs=resolve_dataset_kwargs(data, mirror, options, class_name), camera_source=camera_source,
             camera_prior_kwargs=resolve_camera_prior_kwargs(options, dataset_preset),
         )  # fmt: skip
     out_json = os.path.join(run_dir or '.', f'.calc_metrics-{os.getpid()}.json')

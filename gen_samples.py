@@ -58,23 +58,45 @@ def common_options(fn):
             '--fov', type=float, default=None, help='Field of view in degrees (overrides the preset).'
         ),
         click.option('--device', default='cpu', show_default=True, help='torch device, e.g. cuda.'),
+        click.option(
+            '--class',
+            'class_name',
+            default=None,
+            metavar='K|NAME',
+            help='Class (index or name) of a class-conditional network; without it seed s gets class s mod K.',
+        ),
     ]
     return functools.reduce(lambda f, option: option(f), reversed(options), fn)
 
 
-def run(command, network, seeds, outdir, trunc, trunc_cutoff, dataset_preset, radius, fov, device, **kwargs):
+def run(
+    command,
+    network,
+    seeds,
+    outdir,
+    trunc,
+    trunc_cutoff,
+    dataset_preset,
+    radius,
+    fov,
+    device,
+    class_name,
+    **kwargs,
+):
     """Load, resolve cameras, run one export command; every user mistake ends as one click error line."""
     try:
         export_gen.check_device(device)
         G, options = checkpoint.load_network(network, 'G_ema', device, with_options=True)
+        class_index = export_gen.resolve_class(G, options, class_name)
         cameras = None  # meshes need no camera
         if command is not export_commands.mesh:
             cameras = export_gen.camera_settings(options, dataset_preset, radius, fov)
         mult = kwargs.pop('samples_mult', 1)
         render_kwargs = dict(num_samples_multiplier=mult) if mult != 1 else {}
         cfg = dnnlib.EasyDict(
-            trunc=trunc, trunc_cutoff=trunc_cutoff, cameras=cameras, render_kwargs=render_kwargs
-        )
+            trunc=trunc, trunc_cutoff=trunc_cutoff, cameras=cameras, render_kwargs=render_kwargs,
+            class_index=class_index,
+        )  # fmt: skip
         os.makedirs(outdir, exist_ok=True)
         result = command(G, cfg, seeds, outdir, device=device, **kwargs)
     except (export_gen.ExportError, checkpoint.CheckpointError, geometry.EmptyIsosurfaceError) as err:

@@ -62,6 +62,7 @@ def _flags(**kw) -> dict:
 @click.option('--ray-steps', 'ray_steps', help='Coarse (= fine) samples per ray' + config.help_default('ray_steps'), type=click.IntRange(min=2))
 @click.option('--bg/--no-bg', 'bg', default=None, help='NeRF++ background model' + config.help_default('bg'))
 @click.option('--camera-cond/--no-camera-cond', 'camera_cond', default=None, help='Condition D on yaw/pitch' + config.help_default('camera_cond'))
+@click.option('--cond', help='Class-conditional G and D from the classes in dataset.json' + config.help_default('cond'), type=bool, metavar='BOOL')
 @click.option('--fp32', help='Legacy: true = --precision fp32' + config.help_default('fp32'), type=bool, metavar='BOOL')
 @click.option('--precision', help="Conv precision of G's synthesis and D; auto = bf16 on CPUs/GPUs with native bf16, fp16 on V100-class GPUs, else fp32" + config.help_default('precision'), type=click.Choice(config.CHOICES['precision']))
 @click.option('--g-fp32', 'g_fp32', help="Keep G's synthesis fp32 (the paper: G fp32, D mixed)" + config.help_default('g_fp32'), type=bool, metavar='BOOL')
@@ -77,11 +78,11 @@ def _flags(**kw) -> dict:
 # fmt: on
 def main(outdir, cfg, data, gpus, resume, seed, desc, dry_run, metrics, threads, **kw):
     """Train a tri-plane NeRF GAN on r x r patches of random scale (EpiGRAF)."""
-    threads_lib.configure(threads)  # before torch loads (the option resolution below imports it)
+    threads_lib.configure(threads or _preset_threads(cfg))  # before torch loads (the resolution below imports it)
     try:
         if kw['gamma'] is not None:
             kw['gamma'] = config.parse_gamma(kw['gamma'])
-        flags = _flags(metrics=config.parse_metrics(metrics), **kw)
+        flags = _flags(metrics=config.parse_metrics(metrics), threads=threads, **kw)
         c = launch.resolve_training_options(
             outdir=outdir, cfg=cfg, data=data, gpus=gpus, resume=resume, seed=seed, desc=desc, flags=flags
         )
@@ -96,6 +97,15 @@ def main(outdir, cfg, data, gpus, resume, seed, desc, dry_run, metrics, threads,
         launch.launch(c)
     except run_dir.TrainingStopped as err:
         raise click.ClickException(str(err)) from None
+
+
+def _preset_threads(cfg: str) -> int | None:
+    """The preset's `threads` (read without torch); a broken preset is reported by the full resolution later."""
+    try:
+        threads = config.load_preset(cfg).get('threads')
+    except config.ConfigError:
+        return None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
 
 
 def _fetch_feature_net(metrics: list[str]) -> None:

@@ -165,13 +165,15 @@ def load_source_objects(dataset) -> list[dict]:
 
 
 def closest_sample(opts, dataset, items: list[int], latents: torch.Tensor, views: int) -> int:
+    # A class-conditional G renders candidate j with fake item j's class (mu.fake_classes).
     """Index of the latent whose renders best match (pixel MSE) the object's first `views` images, rendered
     from those images' view directions at the run's radius and fov (as training and the fakes see them)."""
     idx = items[:views]
     real = torch.stack([torch.as_tensor(dataset[i][0]) for i in idx]).to(opts.device).float() / 127.5 - 1
     camera = mu.framed_dataset_cameras(opts, dataset.cameras().select(torch.as_tensor(idx))).to(opts.device)
     errors = []
-    for z in latents:
+    for j, z in enumerate(latents):
+        cond = {k: v.expand(len(idx), -1) for k, v in mu.class_kwargs(opts, [j]).items()}
         with torch.no_grad():
             fake = opts.G(
                 z[None].expand(len(idx), -1),
@@ -179,17 +181,20 @@ def closest_sample(opts, dataset, items: list[int], latents: torch.Tensor, views
                 resolution=dataset.resolution,
                 noise_mode='const',
                 **opts.G_kwargs,
+                **cond,
             ).image
         errors.append((fake - real).square().mean().item())
     return int(torch.tensor(errors).argmin())
 
 
-def extract_sample_mesh(opts, z: torch.Tensor, grid_resolution: int):
-    """Marching-cubes mesh (vertices, faces) of G's density for latent z (the export's extraction)."""
+def extract_sample_mesh(opts, z: torch.Tensor, grid_resolution: int, item: int = 0):
+    """Marching-cubes mesh (vertices, faces) of G's density for latent z of fake item `item` (the export's
+    extraction; the item gives a conditional G its class)."""
     from training import geometry
 
+    trunc = {k: v for k, v in opts.G_kwargs.items() if k.startswith('truncation')}
     with torch.no_grad():
-        ws = opts.G.mapping(z[None], **{k: v for k, v in opts.G_kwargs.items() if k.startswith('truncation')})
+        ws = opts.G.mapping(z[None], **trunc, **mu.class_kwargs(opts, [item]))
         field = opts.G.density_field(ws)  # planes synthesised once, not once per grid chunk
     mesh, _info = geometry.extract_mesh(
         field,
@@ -223,7 +228,7 @@ def chamfer_to_source_meshes(
             obj = objects[i]
             best = closest_sample(opts, dataset, obj['items'], latents, views)
             try:
-                sample_mesh = extract_sample_mesh(opts, latents[best], grid_resolution)
+                sample_mesh = extract_sample_mesh(opts, latents[best], grid_resolution, best)
             except ValueError:  # no isosurface (e.g. constant density early in training): counted as failed
                 values.append(math.nan)
             else:

@@ -228,6 +228,34 @@ def fake_latents(opts: MetricOptions, items: list[int], z_dim: int) -> torch.Ten
     return torch.stack(zs).to(opts.device)
 
 
+def fake_classes(opts: MetricOptions, items: list[int]) -> torch.Tensor | None:
+    """One-hot class of each fake item of a class-conditional G [len(items), c_dim] (None when unconditional):
+    the class of a random real item (seeded by opts.seed), so fakes follow the dataset's class distribution
+    (FID against all reals; a dataset restricted to one class, `only_class`, gives fakes of that class)."""
+    from training.generator import one_hot_classes
+
+    c_dim = getattr(opts.G, 'c_dim', 0)
+    if c_dim == 0:
+        return None
+    dataset = get_dataset(opts)
+    if getattr(dataset, 'num_classes', 0) != c_dim:
+        raise ValueError(
+            f'the network is class-conditional with {c_dim} classes but the dataset {dataset.path} has '
+            f'{getattr(dataset, "num_classes", 0)}; pass the labelled dataset it was trained on'
+        )
+    classes = torch.as_tensor(dataset.classes)
+    draw = torch.randint(
+        len(classes), [max(items) + 1], generator=torch.Generator().manual_seed(opts.seed + 777)
+    )
+    return one_hot_classes(classes[draw[torch.as_tensor(items, dtype=torch.int64)]], c_dim, opts.device)
+
+
+def class_kwargs(opts: MetricOptions, items: list[int]) -> dict:
+    """G's class argument for these fake items: {'c': one-hot} for a conditional G, else {}."""
+    c = fake_classes(opts, items)
+    return {} if c is None else dict(c=c)
+
+
 def _run_radius_fov(opts: MetricOptions) -> tuple[float | None, float | None]:
     """The run's camera radius and fov (camera_prior_kwargs); warns when they are missing."""
     kwargs = opts.camera_prior_kwargs
@@ -306,9 +334,18 @@ def render_fakes(
         outputs = []
         for s in range(0, len(batch), opts.batch_gen):
             z = fake_latents(opts, batch[s : s + opts.batch_gen], G.z_dim)
+            cond = class_kwargs(opts, batch[s : s + opts.batch_gen])
             cam = camera.select(slice(s, s + opts.batch_gen))
             with torch.no_grad():
-                out = G(z, cam, resolution=resolution, noise_mode='const', **opts.G_kwargs, **render_kwargs)
+                out = G(
+                    z,
+                    cam,
+                    resolution=resolution,
+                    noise_mode='const',
+                    **opts.G_kwargs,
+                    **render_kwargs,
+                    **cond,
+                )
             outputs.append(out)
         merged = {k: torch.cat([getattr(o, k) for o in outputs]) for k in ('image', 'depth', 'opacity')}
         yield dnnlib.EasyDict(merged), camera, len(batch) * opts.num_gpus, batch

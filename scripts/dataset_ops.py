@@ -13,7 +13,14 @@ import PIL.Image
 import PIL.ImageDraw
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from training.dataset import IMAGE_EXTENSIONS, DatasetError, decode_image, parse_labels  # noqa: E402
+from training.dataset import (  # noqa: E402
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    decode_image,
+    load_json,
+    parse_classes,
+    parse_labels,
+)
 
 OPENGL_TO_OPENCV = np.diag(
     [1.0, -1.0, -1.0, 1.0]
@@ -256,5 +263,18 @@ def labels_for(names: list[str], json_raw: bytes | None, where: str) -> tuple[np
     return parse_labels(json_raw, where, names)
 
 
-def write_labels_json(entries) -> bytes:
-    return json.dumps({'labels': [[n, [float(x) for x in lab]] for n, lab in entries]}).encode()
+def classes_for(names: list[str], json_raw: bytes | None, where: str) -> tuple[np.ndarray | None, list[str]]:
+    """Class index of each of `names` and the class names from raw dataset.json ((None, []) without classes)."""
+    if json_raw is None:
+        return None, []
+    return parse_classes(load_json(json_raw, where), where, names)
+
+
+def write_labels_json(entries, classes=None, class_names=None) -> bytes:
+    """dataset.json of (name, 25-float label) entries, with each entry's class when `classes` is given."""
+    data = {'labels': [[n, [float(x) for x in lab]] for n, lab in entries]}
+    if classes is not None:
+        data.update(
+            classes=[[n, int(k)] for (n, _), k in zip(entries, classes)], class_names=list(class_names)
+        )
+    return json.dumps(data).encode()

@@ -97,6 +97,7 @@ def convert(source, dest, resolution, crop, channels, background, max_images):
     if not names:
         raise DatasetError(f'{source}: no images found; check the path')
     labels, fmt = ops.labels_for(names, json_raw, where)
+    classes, class_names = ops.classes_for(names, json_raw, where)  # carried unchanged
     entries, out_size = [], None
     with AtomicZip(dest) as zf:
         for i, name in enumerate(tqdm.tqdm(names, desc='convert', unit='img', disable=None, leave=False)):
@@ -119,7 +120,7 @@ def convert(source, dest, resolution, crop, channels, background, max_images):
                 label[16:] = ops.crop_intrinsics(K, W, H, box).reshape(-1)
                 entries.append((out_name, label))
         if labels is not None:
-            zf.writestr('dataset.json', ops.write_labels_json(entries))
+            zf.writestr('dataset.json', ops.write_labels_json(entries, classes, class_names))
     note = '' if labels is not None else ' (no dataset.json in the source: the output has no labels)'
     click.echo(f'wrote {len(names)} images at {out_size}x{out_size} ({channels}) to {dest}{note}')
 
@@ -299,16 +300,28 @@ def render(meshes, dest, views, resolution, radius, fov, color, seed):
 
 
 @cli.command()
-@click.option('--dest', default='data/demo', show_default=True, help='Output folder (cached).')
+@click.option(
+    '--set',
+    'demo_set',
+    type=click.Choice(['shapes', 'classic']),
+    default='shapes',
+    show_default=True,
+    help='shapes: 5 shapes, one plain colour each (the demo preset); classic: 8 shapes x 4 '
+    'colourings from the whole sphere (the demo_classic preset).',
+)
+@click.option(
+    '--dest', help='Output folder (cached)  [default: data/demo for shapes, data/demo_classic for classic]'
+)
 @click.option('--resolution', type=click.IntRange(min=8), default=64, show_default=True)
-@click.option('--views', type=click.IntRange(min=1), default=48, show_default=True, help='Views per object.')
+@click.option('--views', type=click.IntRange(min=1), help="Views per object  [default: the set's, 128 or 48]")
 @click.option('--force', is_flag=True, help='Re-render even if the cached dataset matches.')
 @clear_errors
-def demo(dest, resolution, views, force):
-    """Render the built-in demo dataset from meshes that ship with pyvista (cached)."""
+def demo(demo_set, dest, resolution, views, force):
+    """Render a built-in demo dataset from meshes that ship with pyvista (cached), with class labels."""
     import demo_data
 
-    demo_data.build_demo(dest, resolution=resolution, views=views, force=force, log=click.echo)
+    dest = dest or ('data/demo' if demo_set == 'shapes' else f'data/demo_{demo_set}')
+    demo_data.build_demo(dest, demo_set, resolution=resolution, views=views, force=force, log=click.echo)
 
 
 if __name__ == '__main__':

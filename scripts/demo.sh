@@ -2,7 +2,8 @@
 # The README's demo command: set up, render the built-in demo dataset, train the `demo` preset on
 # the CPU for a few minutes, export a sample grid, an orbit video and a mesh into demo-out/, and measure
 # FID (1000 fakes against the demo dataset, the FID Inception weights) of every snapshot: printed, and
-# plotted as demo-out/fid.png. Extra arguments go to train.py (e.g. `bash scripts/demo.sh --kimg 2`).
+# plotted as demo-out/fid1k.png. Extra arguments go to train.py (e.g. `bash scripts/demo.sh --kimg 2`, or
+# `--cfg demo_classic` for the harder first demo dataset: 8 shapes x 4 colourings from the whole sphere).
 # PGRF_DEMO_METRIC: the metric of that curve (default fid1k_full; 'none' skips it, e.g. with no weights).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +13,9 @@ fi
 py=${PGRF_PYTHON:-.venv/bin/python}  # PGRF_PYTHON: use an existing environment instead of .venv
 out=demo-out
 
-echo "== demo: rendering the demo dataset (cached after the first run)"
-$py scripts/dataset_tool.py demo --dest data/demo
+echo "== demo: rendering the demo datasets (cached after the first run)"
+$py scripts/dataset_tool.py demo --set shapes --dest data/demo  # the demo preset's
+$py scripts/dataset_tool.py demo --set classic --dest data/demo_classic  # `bash scripts/demo.sh --cfg demo_classic`
 
 echo "== demo: training the demo preset on the CPU"
 start=$(date +%s)

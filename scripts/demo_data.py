@@ -9,6 +9,7 @@ A second call with the same options finds meta.json and returns at once.
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -18,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 # Colour schemes: (colour at the bottom, colour at the top, number of stripes along the height).
 PALETTE = [
     ((220, 60, 40), (250, 200, 60), 0),  # red -> yellow gradient
@@ -26,23 +27,46 @@ PALETTE = [
     ((40, 150, 60), (200, 240, 120), 0),  # green -> lime gradient
     ((120, 50, 160), (240, 130, 190), 2),  # purple/pink stripes
 ]
+# One plain colour per shape of the `shapes` set: the class is visible in every pixel, not only the outline.
+SOLID = dict(
+    cone=((200, 40, 30), (200, 40, 30), 0),  # red
+    torus=((40, 160, 60), (40, 160, 60), 0),  # green
+    box=((40, 90, 210), (40, 90, 210), 0),  # blue
+    nut=((230, 180, 30), (230, 180, 30), 0),  # gold
+    arrow=((150, 60, 180), (150, 60, 180), 0),  # purple
+)
+# Cameras of the `shapes` set: every azimuth, elevation from 10 deg below to 50 deg above the equator
+# (pitch is the polar angle from the up axis). The `classic` set sees its objects from the whole sphere.
+UPPER_BAND = dict(pitch_mean=math.radians(70.0), pitch_range=math.radians(30.0))
 
 
-def demo_shapes() -> dict:
+def demo_shapes(names=None) -> dict:
     """name -> pyvista surface, raw (not yet normalised). Shipped with pyvista: no network needed."""
     import pyvista as pv
     from pyvista import examples
 
-    return dict(
-        airplane=examples.load_airplane(),
-        ant=examples.load_ant(),
-        nut=examples.load_nut(),
-        torus=pv.ParametricTorus(ringradius=1.0, crosssectionradius=0.35, u_res=48, v_res=24),
-        supertoroid=pv.ParametricSuperToroid(n1=0.5, n2=2.0, u_res=48, v_res=24),
-        cone=pv.Cone(direction=(0, 1, 0), height=2.0, radius=0.8, resolution=48),
-        globe=examples.load_globe(),
-        arrow=pv.Arrow(direction=(1, 0.3, 0), tip_length=0.35, tip_radius=0.2, shaft_radius=0.08),
+    makers = dict(
+        airplane=examples.load_airplane,
+        ant=examples.load_ant,
+        nut=examples.load_nut,
+        torus=lambda: pv.ParametricTorus(ringradius=1.0, crosssectionradius=0.35, u_res=48, v_res=24),
+        supertoroid=lambda: pv.ParametricSuperToroid(n1=0.5, n2=2.0, u_res=48, v_res=24),
+        cone=lambda: pv.Cone(direction=(0, 1, 0), height=2.0, radius=0.8, resolution=48),
+        globe=examples.load_globe,
+        arrow=lambda: pv.Arrow(direction=(1, 0.3, 0), tip_length=0.35, tip_radius=0.2, shaft_radius=0.08),
+        box=lambda: pv.Box(bounds=(-0.8, 0.8, -0.5, 0.5, -0.5, 0.5), level=4, quads=False),
     )
+    return {name: makers[name]() for name in (names or CLASSIC_SHAPES)}
+
+
+CLASSIC_SHAPES = ('airplane', 'ant', 'nut', 'torus', 'supertoroid', 'cone', 'globe', 'arrow')
+# name -> (shapes, colourings per shape: a list per shape, camera band, views per object)
+DEMO_SETS = dict(
+    # The default: five distinct shapes, one plain colour each, from above-ish views; one class per shape.
+    shapes=dict(shapes=tuple(SOLID), colours=lambda name: [SOLID[name]], band=UPPER_BAND, views=128),
+    # The first demo: 8 shapes x 4 colourings seen from the whole sphere; the class is the shape.
+    classic=dict(shapes=CLASSIC_SHAPES, colours=lambda name: PALETTE, band={}, views=48),
+)
 
 
 def point_colours(points: np.ndarray, scheme) -> np.ndarray:
@@ -65,41 +89,44 @@ def _cached_meta(dest: str, options: dict) -> dict | None:
     return None
 
 
-def _render_objects(rm, zf, dest: str, resolution: int, views: int, num_colours: int, seed: int):
-    """Render every shape x colouring into the open zip `zf`; save the normalised meshes.
-    Returns (entries [(name, label)], objects [dict(name, mesh, colours)])."""
+def _render_objects(rm, zf, dest: str, demo_set: dict, resolution: int, views: int, seed: int):
+    """Render every shape x colouring of `demo_set` into the open zip `zf`; save the normalised meshes.
+    Returns (entries [(name, label)], classes [(name, class index)], objects [dict(name, mesh, colours)])."""
     import tqdm
 
-    shapes = demo_shapes()
-    progress = tqdm.tqdm(
-        total=len(shapes) * num_colours, desc='demo', unit='object', disable=None, leave=False
-    )
+    shapes = demo_shapes(demo_set['shapes'])
+    total = sum(len(demo_set['colours'](name)) for name in shapes)
+    progress = tqdm.tqdm(total=total, desc='demo', unit='object', disable=None, leave=False)
     renderer = rm.MeshRenderer(resolution, supersample=2)
-    entries, objects = [], []
+    entries, classes, objects = [], [], []
     try:
         for s, (name, raw) in enumerate(shapes.items()):
             mesh = rm.normalize_mesh(raw.extract_surface(algorithm='dataset_surface').triangulate())
             mesh.save(os.path.join(dest, 'meshes', f'{name}.ply'))
-            for c in range(num_colours):
-                obj, scheme = f'{name}_c{c}', PALETTE[c % len(PALETTE)]
+            for c, scheme in enumerate(demo_set['colours'](name)):
+                obj = f'{name}_c{c}'
                 renderer.set_mesh(mesh, rgb=point_colours(np.asarray(mesh.points), scheme))
-                cam = rm.sphere_cameras(views, seed=seed * 1000 + s * len(PALETTE) + c)
+                cam = rm.sphere_cameras(views, seed=seed * 1000 + s * len(PALETTE) + c, **demo_set['band'])
                 for fname, png, label in rm.render_views(renderer, cam, f'{obj}/'):
                     zf.writestr(fname, png)
                     entries.append((fname, label))
-                objects.append(dict(name=obj, mesh=f'meshes/{name}.ply', colours=scheme))
+                    classes.append((fname, s))
+                objects.append(dict(name=obj, mesh=f'meshes/{name}.ply', colours=scheme, class_index=s))
                 progress.update()
     finally:
         progress.close()
         renderer.close()
-    return entries, objects
+    return entries, classes, objects
 
 
-def build_demo(dest: str, resolution=64, views=48, num_colours=4, seed=0, force=False, log=print) -> dict:
-    """Render the demo dataset into `dest` (cached); returns meta.json's content."""
-    options = dict(
-        version=DEMO_VERSION, resolution=resolution, views=views, num_colours=num_colours, seed=seed
-    )
+def build_demo(dest: str, name='shapes', resolution=64, views=None, seed=0, force=False, log=print) -> dict:
+    """Render the demo set `name` (DEMO_SETS) into `dest` (cached); returns meta.json's content.
+    views: per object (default: the set's)."""
+    if name not in DEMO_SETS:
+        raise ValueError(f'unknown demo set {name!r}; choose one of {", ".join(DEMO_SETS)}')
+    demo_set = DEMO_SETS[name]
+    views = views or demo_set['views']
+    options = dict(version=DEMO_VERSION, set=name, resolution=resolution, views=views, seed=seed)
     meta = None if force else _cached_meta(dest, options)
     if meta is not None:
         log(f'demo dataset already in {dest} ({meta["num_images"]} images); --force rebuilds it')
@@ -111,8 +138,8 @@ def build_demo(dest: str, resolution=64, views=48, num_colours=4, seed=0, force=
     tmp = os.path.join(dest, f'.dataset.zip.tmp{os.getpid()}')
     try:
         with zipfile.ZipFile(tmp, 'w', compression=zipfile.ZIP_STORED) as zf:
-            entries, objects = _render_objects(rm, zf, dest, resolution, views, num_colours, seed)
-            zf.writestr('dataset.json', rm.dataset_json(entries))
+            entries, classes, objects = _render_objects(rm, zf, dest, demo_set, resolution, views, seed)
+            zf.writestr('dataset.json', rm.dataset_json(entries, classes, list(demo_set['shapes'])))
         os.replace(tmp, os.path.join(dest, 'dataset.zip'))  # atomic: no half-written archive
     finally:
         if os.path.exists(tmp):
@@ -121,6 +148,7 @@ def build_demo(dest: str, resolution=64, views=48, num_colours=4, seed=0, force=
         options=options,
         num_images=len(entries),
         num_objects=len(objects),
+        class_names=list(demo_set['shapes']),
         radius=rm.MEGASCANS_RADIUS,
         fov=rm.MEGASCANS_FOV,
         mesh_bounds=[-1.0, 1.0],

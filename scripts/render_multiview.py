@@ -70,9 +70,12 @@ def normalize_mesh(mesh):
     return pv.PolyData(((points - (lo + hi) / 2) / half).astype(np.float32), mesh.faces)
 
 
-def sphere_cameras(num_views: int, radius=MEGASCANS_RADIUS, fov=MEGASCANS_FOV, seed=0) -> cameras.Camera:
-    """Cameras uniform on the whole sphere, looking at the origin (float64)."""
-    prior = cameras.make_camera_prior('uniform_sphere', radius=radius, fov=fov)
+def sphere_cameras(
+    num_views: int, radius=MEGASCANS_RADIUS, fov=MEGASCANS_FOV, seed=0, **band
+) -> cameras.Camera:
+    """Cameras uniform on the whole sphere (or the band `band`: the uniform_sphere prior's yaw/pitch
+    kwargs), looking at the origin (float64)."""
+    prior = cameras.make_camera_prior('uniform_sphere', radius=radius, fov=fov, **band)
     yaw, pitch = prior.sample_angles(num_views, torch.Generator().manual_seed(seed))
     return cameras.angles_to_camera(yaw, pitch, radius, fov, dtype=torch.float64)
 
@@ -162,8 +165,14 @@ def encode_png(rgba: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def dataset_json(entries: list[tuple[str, list[float]]]) -> bytes:
-    return json.dumps({'labels': [[name, [float(x) for x in label]] for name, label in entries]}).encode()
+def dataset_json(entries: list[tuple[str, list[float]]], classes=None, class_names=None) -> bytes:
+    """dataset.json: 25-float camera labels, and optionally class indices [(name, int)] and their names."""
+    data = {'labels': [[name, [float(x) for x in label]] for name, label in entries]}
+    if classes is not None:
+        data['classes'] = [[name, int(k)] for name, k in classes]
+    if class_names is not None:
+        data['class_names'] = list(class_names)
+    return json.dumps(data).encode()
 
 
 def render_views(

@@ -280,3 +280,15 @@ def test_convert_angles_form_of_a_wide_image_keeps_the_vertical_fov(tmp_path):
     assert torch.allclose(cam.intrinsics[:, 0, 0], cam.intrinsics[:, 1, 1], atol=1e-6)
     uv, _ = cameras.world_to_pixels(torch.zeros(3, 1, 3), cam)
     assert torch.allclose(uv, torch.full_like(uv, 0.5), atol=1e-5)
+
+
+def test_convert_carries_the_classes(tmp_path):
+    from test_train_fixtures import add_classes, make_tiny_dataset
+
+    src = add_classes(make_tiny_dataset(str(tmp_path / 'src')), [i % 3 for i in range(12)], ['a', 'b', 'c'])
+    result = invoke(
+        'convert', '--source', src, '--dest', tmp_path / 'c.zip', '--resolution', 8, '--max-images', 5
+    )
+    assert result.exit_code == 0, result.output
+    ds = ImageFolderDataset(tmp_path / 'c.zip')
+    assert (ds.classes.tolist(), ds.class_names) == ([0, 1, 2, 0, 1], ['a', 'b', 'c'])

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 from shared_doubles import LAUNCH_VARS
-from test_train_fixtures import cli_args, make_tiny_setup
+from test_train_fixtures import add_classes, cli_args, make_tiny_setup
 
 from torch_utils import checkpoint
 from training import run_dir
@@ -31,9 +31,11 @@ DETERMINISTIC = dict(  # every random draw left is one of the global batch's inp
 )  # fmt: skip
 
 
-def _train(tmp_path, name: str, *flags) -> tuple[dict, dict]:
-    """The run's first (after tick 0) and last snapshots."""
-    setup = make_tiny_setup(tmp_path / name, **DETERMINISTIC)
+def _train(tmp_path, name: str, *flags, cond=False) -> tuple[dict, dict]:
+    """The run's first (after tick 0) and last snapshots; with `cond`, class-conditional on 3 classes."""
+    setup = make_tiny_setup(tmp_path / name, **DETERMINISTIC, cond=cond)
+    if cond:
+        add_classes(setup['data'], [i % 3 for i in range(12)])
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
     env.update(OMP_NUM_THREADS='1', GLOO_SOCKET_IFNAME='lo', PYTHONPATH=ROOT)
     cmd = [sys.executable, os.path.join(ROOT, 'train.py'), *cli_args(setup), *flags]
@@ -59,9 +61,10 @@ def _largest_difference(a: dict, b: dict) -> tuple[float, str]:
 
 
 @pytest.mark.slow
-def test_two_ranks_train_what_one_process_trains_on_the_whole_batch(tmp_path):
-    start, one = _train(tmp_path, 'one', '--gpus', '1', '--batch-gpu', '4')
-    _, two = _train(tmp_path, 'two', '--gpus', '2', '--batch-gpu', '2')
+@pytest.mark.parametrize('cond', [False, True], ids=['unconditional', 'class-conditional'])
+def test_two_ranks_train_what_one_process_trains_on_the_whole_batch(tmp_path, cond):
+    start, one = _train(tmp_path, 'one', '--gpus', '1', '--batch-gpu', '4', cond=cond)
+    _, two = _train(tmp_path, 'two', '--gpus', '2', '--batch-gpu', '2', cond=cond)
     assert (one['rng']['world_size'], two['rng']['world_size']) == (1, 2)
     assert one['progress']['cur_nimg'] == two['progress']['cur_nimg'] == 32
     moved, where = _largest_difference(_weights(start), _weights(one))

@@ -1,16 +1,19 @@
 """The VTK renderer is our pinhole camera: a box rendered with our labels covers exactly the pixels its
 projected corners say. Rendering runs in a subprocess so a VTK/EGL crash cannot take the suite down."""
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import numpy as np
 import pytest
 import torch
 
 from training import cameras
+from training.dataset import load_dataset_preset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOX = np.array([[-0.2, -0.5, -0.4], [0.9, 0.3, 0.6]])  # an off-centre box: catches u/v flips and offsets
@@ -122,24 +125,50 @@ def test_render_command_writes_a_loadable_megascans_style_dataset(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_command_renders_once_then_is_cached(tmp_path):
+@pytest.mark.parametrize(
+    'demo_set,images,objects,shapes', [('shapes', 10, 5, ['arrow', 'box', 'cone', 'nut', 'torus']),
+                                      ('classic', 64, 32, ['airplane', 'ant', 'arrow', 'cone', 'globe',
+                                                           'nut', 'supertoroid', 'torus'])],
+)  # fmt: skip
+def test_demo_command_renders_once_then_is_cached(tmp_path, demo_set, images, objects, shapes):
     tool = os.path.join(ROOT, 'scripts', 'dataset_tool.py')
-    args = ['demo', '--dest', str(tmp_path / 'demo'), '--views', '2', '--resolution', '16']
+    dest = tmp_path / 'demo'
+    args = ['demo', '--set', demo_set, '--dest', str(dest), '--views', '2', '--resolution', '16']
     code = f'import sys, runpy; sys.argv = {[tool] + args!r}; runpy.run_path({tool!r}, run_name="__main__")'
-    assert 'rendered 64 images of 32 objects' in run_python(code).stdout
+    assert f'rendered {images} images of {objects} objects' in run_python(code).stdout
     from training.dataset import ImageFolderDataset
 
-    ds = ImageFolderDataset(tmp_path / 'demo' / 'dataset.zip')
-    assert len(ds) == 64 and ds.resolution == 16
-    meshes = sorted(os.listdir(tmp_path / 'demo' / 'meshes'))
-    assert len(meshes) == 8 and 'airplane.ply' in meshes
+    ds = ImageFolderDataset(dest / 'dataset.zip')
+    assert len(ds) == images and ds.resolution == 16
+    meshes = sorted(os.listdir(dest / 'meshes'))
+    assert meshes == [f'{name}.ply' for name in shapes]
     import trimesh
 
     for name in meshes:
-        bounds = trimesh.load(tmp_path / 'demo' / 'meshes' / name).bounds
+        bounds = trimesh.load(dest / 'meshes' / name).bounds
         assert np.isclose(np.abs(bounds).max(), 1.0, atol=1e-5), name  # normalised into [-1, 1]^3
+    with zipfile.ZipFile(dest / 'dataset.zip') as zf:
+        meta = json.loads(zf.read('dataset.json'))
+    classes = dict(meta['classes'])  # the class is the shape: the folder name before _c<colouring>
+    assert sorted(meta['class_names']) == shapes and len(classes) == images
+    assert all(meta['class_names'][k] == name.split('_c')[0] for name, k in classes.items())
     proc = run_python(code)
     assert 'already' in proc.stdout
+
+
+def test_demo_shapes_cameras_stay_in_the_upper_band():
+    """The `shapes` set's cameras: every azimuth, polar angle 40-100 deg (the demo preset's camera prior)."""
+    sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+    import demo_data
+    import render_multiview as rm
+
+    cam = rm.sphere_cameras(500, seed=1, **demo_data.UPPER_BAND)
+    yaw, pitch = (a.numpy() for a in cameras.camera_to_angles(cam.cam2world)[:2])
+    assert np.degrees(pitch.min()) >= 40 - 1e-6 and np.degrees(pitch.max()) <= 100 + 1e-6
+    assert np.degrees(pitch.max() - pitch.min()) > 55 and np.degrees(yaw.max() - yaw.min()) > 340
+    preset = load_dataset_preset('demo')['camera_prior_kwargs']
+    assert np.isclose(preset['pitch_mean'], demo_data.UPPER_BAND['pitch_mean'])
+    assert np.isclose(preset['pitch_range'], demo_data.UPPER_BAND['pitch_range'])
 
 
 def test_blender_cameras_match_ours():

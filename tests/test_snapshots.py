@@ -86,6 +86,23 @@ def test_files_that_cannot_be_resumed_are_refused_in_one_line(tmp_path):
         snapshots.restore(tiny_train_state(TinyNet(), {}), other_class, path)
 
 
+def test_a_snapshot_from_before_a_new_constructor_parameter_resumes_with_its_default(tmp_path):
+    _, path = _saved_state(tmp_path)
+    data = checkpoint.load(path)
+    G = data['modules']['G']
+    older = dict(
+        data,
+        modules=dict(G=dict(G, init_kwargs={k: v for k, v in G['init_kwargs'].items() if k != 'hidden'})),
+    )
+    snapshots.restore(
+        tiny_train_state(TinyNet(), {}), older, path
+    )  # built with hidden's default, as this run
+    with pytest.raises(checkpoint.CheckpointError, match=r'built with hidden=\[8, 6\] but this run uses'):
+        snapshots.restore(
+            tiny_train_state(TinyNet(hidden=(8, 7)), {}), older, path
+        )  # the default is not this
+
+
 def test_corrupt_newest_snapshot_falls_back_with_a_warning_naming_both(tmp_path):
     _, good = _saved_state(tmp_path, cur_nimg=16)
     newest = os.path.join(tmp_path, run_dir.snapshot_name(24))

@@ -68,6 +68,20 @@ def test_ablation_flags_override_the_preset(tmp_path):
     assert c['loss_kwargs']['blur_init_sigma'] == 0.0
 
 
+def test_thread_count_comes_from_the_flag_then_the_preset(tmp_path, monkeypatch):
+    """The preset's `threads` reaches threads.configure (before torch loads); --threads wins; bad ones refused."""
+    calls = []
+    monkeypatch.setattr(train.threads_lib, 'configure', calls.append)
+    setup = make_tiny_setup(tmp_path, threads=1)
+    assert _dry_run(setup)['threads'] == 1 and calls[-1] == 1
+    assert _dry_run(setup, '--threads', '2')['threads'] == 2 and calls[-1] == 2
+    assert _dry_run(make_tiny_setup(tmp_path / 'plain'))['threads'] is None and calls[-1] is None
+    for bad in (0, 1.5, 'two'):
+        result = _invoke(*cli_args(make_tiny_setup(tmp_path / f'bad{bad}', threads=bad), '--dry-run'))
+        assert result.exit_code != 0 and calls[-1] is None  # not applied; the resolution says why
+        assert f'threads must be a whole number >= 1 or null, got {bad!r}' in result.output
+
+
 def test_shipped_demo_preset_dry_run(setup):
     # The demo preset against a dataset of the wrong resolution: one line naming both numbers.
     result = _invoke('--outdir', setup['outdir'], '--cfg', 'demo', '--data', setup['data'], '--dry-run')
@@ -169,7 +183,7 @@ def test_training_options_are_the_options_the_derived_kwargs_and_the_run(setup):
     from training import config, derive, launch
 
     c = _dry_run(setup, '--beta-end', '0.7')
-    assert set(c) == set(config.DEFAULTS) | set(derive.DERIVED_KEYS) | set(launch.RUN_KEYS)
+    assert set(c) == set(config.DEFAULTS) | set(derive.DERIVED_KEYS) - {'class_names'} | set(launch.RUN_KEYS)
     opts = config.resolve(config.load_preset(setup['cfg']), dict(beta_end=0.7))
     for key in set(config.DEFAULTS) - set(derive.DERIVED_KEYS):
         assert c[key] == opts[key], key  # derive adds keys; it never changes an option

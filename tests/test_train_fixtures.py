@@ -81,6 +81,20 @@ def make_tiny_dataset(root: str, n: int = 12, res: int = 16) -> str:
     return root
 
 
+def add_classes(root: str, classes: list[int], class_names: list[str] | None = None) -> str:
+    """Give the images of a make_tiny_dataset folder classes (in name order) in its dataset.json."""
+    path = os.path.join(root, 'dataset.json')
+    with open(path) as f:
+        data = json.load(f)
+    names = sorted(name for name, _ in data['labels'])
+    data['classes'] = [[name, k] for name, k in zip(names, classes, strict=True)]
+    if class_names is not None:
+        data['class_names'] = class_names
+    with open(path, 'w') as f:
+        json.dump(data, f)
+    return root
+
+
 def make_tiny_setup(tmp_path, **overrides) -> dict:
     """Dataset folder + dataset preset + model preset under tmp_path; returns their paths."""
     data = make_tiny_dataset(str(tmp_path / 'data'))

@@ -30,7 +30,7 @@ def test_setup_fills_the_declared_fields_and_a_step_adds_none(tmp_path):
         declared = {f.name for f in dataclasses.fields(TrainState)}
         assert set(vars(s)) == declared  # no module keeps state of its own on the TrainState
         unset = {name for name in declared if getattr(s, name) is None}
-        assert unset <= {'best_metric', 'writer', 'signals', 'reason'}, unset  # filled later, or optional
+        assert unset <= {'best_metric', 'writer', 'signals', 'reason', 'grid_c'}, unset  # later, or optional
         assert s.progress.as_dict() == dict(
             cur_nimg=4, cur_tick=0, batch_idx=1, tick_start_nimg=0, total_time=0.0
         )

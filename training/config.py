@@ -48,6 +48,8 @@ DEFAULTS = dict(
     g_fp32=False,  # Keep G's synthesis in fp32 (the paper's setting: G fp32, D mixed); D follows `precision`.
     checkpoint='auto',  # Recompute G's high-res synthesis blocks in backward: auto (if memory needs it) | on | off.
     memory_budget_gb=4.0,  # For checkpoint=auto: checkpoint when the synthesis activations would exceed this.
+    threads=None,  # CPU threads per process (OpenMP/MKL); None = one per core. Idle threads sleep (threads.py),
+    # which costs a wake-up per parallel region: tiny configs (the demo) run faster on one thread.
     glr=0.002,  # G learning rate (§3.4: 0.002; the public code: 0.0025).
     dlr=0.002,  # D learning rate (§3.4: 0.002).
     betas=[0.0, 0.99],  # Adam betas for G and D (paper: 0, 0.99).
@@ -67,6 +69,7 @@ DEFAULTS = dict(
     ray_steps=48,  # Coarse samples per ray, as many fine ones again, hierarchically (§3.1: 48 + 48).
     bg=False,  # NeRF++ background model (the paper's separate experiment).
     camera_cond=False,  # Condition D on (yaw, pitch) (B.1: on for FFHQ and Cats).
+    cond=False,  # Class-conditional G and D from dataset.json's "classes" (the authors: M-Plants, M-Food).
     camera_prior=None,  # G's cameras: dataset (the dataset's poses) | fit (the preset's camera_fit) | None = preset's.
     density_noise_std=1.0,  # Gaussian noise on G's raw densities at the start (public code) ...
     density_noise_kimg=5000,  # ... annealed linearly to 0 over this many kimg; 0 = no noise.
@@ -240,6 +243,9 @@ def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> N
     _check_power_of_two(opts, 'triplane_res', 4, 'the synthesis network doubles 4x4 planes up to it')
     opts.gamma = parse_gamma(opts.gamma, source)
     _check_positive(opts, ['memory_budget_gb'], source)
+    if opts.threads is not None and (not isinstance(opts.threads, int) or isinstance(opts.threads, bool)
+                                     or opts.threads < 1):  # fmt: skip
+        raise ConfigError(f'{source}: threads must be a whole number >= 1 or null, got {opts.threads!r}')
     if not 0 <= opts.target <= 1 or not 0 <= opts.p <= 1:
         raise ConfigError(f'--target and p must lie in [0, 1], got target={opts.target}, p={opts.p}')
     if opts.batch % num_gpus != 0:
@@ -257,6 +263,8 @@ def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> N
     for key in ('G_kwargs', 'D_kwargs', 'loss_kwargs', 'augment_kwargs', 'sampler_kwargs'):
         if not isinstance(opts[key], dict):
             raise ConfigError(f'{source}: {key} must be a mapping, got {opts[key]!r}')
+    if not isinstance(opts.cond, bool):
+        raise ConfigError(f'{source}: cond must be true or false, got {opts.cond!r}')
     if not isinstance(opts.metrics, list):
         raise ConfigError(f'{source}: metrics must be a list of names, got {opts.metrics!r}')
 

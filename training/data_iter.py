@@ -36,19 +36,37 @@ class InfiniteSampler(torch.utils.data.Sampler):
             pos += self.num_replicas
 
 
+class ItemsWithClasses(torch.utils.data.Dataset):
+    """(image, camera label, class index) items of a dataset of (image, label) items; class -1 when the
+    dataset has no classes (no `get_class`)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int):
+        image, label = self.dataset[idx]
+        get_class = getattr(self.dataset, 'get_class', None)
+        return image, label, get_class(idx) if get_class is not None else -1
+
+
 def _identity_batch(items):
-    images = torch.stack([torch.as_tensor(img) for img, _ in items])
-    labels = torch.stack([torch.as_tensor(lbl) for _, lbl in items])
-    return images, labels
+    images = torch.stack([torch.as_tensor(img) for img, _, _ in items])
+    labels = torch.stack([torch.as_tensor(lbl) for _, lbl, _ in items])
+    classes = torch.as_tensor([k for _, _, k in items], dtype=torch.int64)
+    return images, labels, classes
 
 
 def make_real_stream(
     dataset, batch_gpu: int, rank: int, world_size: int, seed: int, start: int, workers: int, device
 ):
-    """An iterator of (images uint8 [batch_gpu, C, R, R], labels [batch_gpu, 25]) batches for this rank."""
+    """An iterator of (images uint8 [batch_gpu, C, R, R], labels [batch_gpu, 25], class indices [batch_gpu])
+    batches for this rank."""
     sampler = InfiniteSampler(len(dataset), rank=rank, num_replicas=world_size, seed=seed, start=start)
     loader = torch.utils.data.DataLoader(
-        dataset,
+        ItemsWithClasses(dataset),
         sampler=sampler,
         batch_size=batch_gpu,
         num_workers=workers,
@@ -62,7 +80,8 @@ def make_real_stream(
 
 
 def real_batch_to_device(batch, device) -> dnnlib.EasyDict:
-    """uint8 images -> float in [-1, 1]; labels stay [N, 25] float32."""
-    images, labels = batch
+    """uint8 images -> float in [-1, 1]; labels stay [N, 25] float32, class indices [N] int64 (-1: none)."""
+    images, labels, classes = batch
     images = images.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
-    return dnnlib.EasyDict(images=images, labels=labels.to(device, dtype=torch.float32, non_blocking=True))
+    labels = labels.to(device, dtype=torch.float32, non_blocking=True)
+    return dnnlib.EasyDict(images=images, labels=labels, classes=classes.to(device))

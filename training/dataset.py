@@ -1,17 +1,11 @@
-"""Posed image datasets: a folder or zip of images plus `dataset.json` camera labels, and dataset presets.
+"""Posed image datasets: a folder or zip of images plus `dataset.json` labels, and dataset presets.
 
-Label formats of `dataset.json` (`{"labels": [[name, label], ...]}` or `{"labels": {name: label}}`),
-both read natively and stored internally as the 25-float form (docs/conventions.md):
-- 'eg3d': 25 floats, the row-major OpenCV cam2world 4x4 then the row-major normalized intrinsics 3x3;
-- 'angles': 5 floats (yaw, pitch, roll, radius, fov), angles and fov in degrees, yaw/pitch as in
-  training/cameras.py (yaw 0 = front, +z; pitch = polar angle from +y, 90 = equator), a look-at camera
-  at the origin; roll turns the camera about its viewing axis (positive: the image content turns
-  counter-clockwise on screen).
+`dataset.json` holds the camera label of every image ("labels") and optionally its class ("classes",
+"class_names"); both formats are described and parsed in training/dataset_labels.py.
 Every bad input raises `DatasetError` with one line: what is wrong, in which file, how to fix it.
 """
 
 import io
-import json
 import math
 import os
 import zipfile
@@ -21,121 +15,19 @@ import PIL.Image
 import torch
 
 from training import cameras, config
+from training.dataset_labels import (  # noqa: F401 (re-exported: the dataset's public API)
+    LABEL_LENGTHS,
+    DatasetError,
+    angles_to_label,
+    check_labels,
+    load_json,
+    parse_classes,
+    parse_labels,
+)
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
-LABEL_LENGTHS = {25: 'eg3d', 5: 'angles'}
-RIGID_TOL = 5e-3  # max |R^T R - I| and |det R - 1| accepted for a cam2world rotation
 BACKGROUNDS = dict(white=(255, 255, 255), black=(0, 0, 0), gray=(128, 128, 128))
 PRESET_DIR = config.DATASET_PRESET_DIR
-
-
-class DatasetError(Exception):
-    """A problem with the user's data or dataset options; the message is one line with the fix."""
-
-
-# ----------------------------------------------------------------------------
-# Labels.
-
-
-def angles_to_label(angles: np.ndarray) -> np.ndarray:
-    """Angles-form labels [N, 5] (yaw, pitch, roll in degrees, radius, fov in degrees) -> 25-float labels [N, 25]."""
-    angles = torch.as_tensor(np.asarray(angles, dtype=np.float64))
-    yaw, pitch, roll, radius, fov = (angles[:, i] for i in range(5))
-    cam = cameras.angles_to_camera(torch.deg2rad(yaw), torch.deg2rad(pitch), radius, fov, dtype=torch.float64)
-    c, s = torch.cos(torch.deg2rad(roll)), torch.sin(torch.deg2rad(roll))
-    roll_mat = torch.eye(4, dtype=torch.float64).repeat(len(angles), 1, 1)  # rotation about camera z
-    roll_mat[:, 0, 0], roll_mat[:, 0, 1], roll_mat[:, 1, 0], roll_mat[:, 1, 1] = c, -s, s, c
-    cam2world = cam.cam2world @ roll_mat
-    intrinsics = cameras.fov_to_intrinsics(fov, len(angles), dtype=torch.float64)
-    return cameras.Camera(cam2world, intrinsics).to_label().numpy()
-
-
-def check_labels(labels: np.ndarray, names: list[str], source: str) -> None:
-    """Raise DatasetError unless every 25-float label is finite, rigid and has sane normalized intrinsics."""
-    bad = ~np.isfinite(labels).all(axis=1)
-    if bad.any():
-        raise DatasetError(
-            f'{source}: label of {names[np.argmax(bad)]!r} contains NaN/inf; fix or drop that entry'
-        )
-    M = labels[:, :16].reshape(-1, 4, 4).astype(np.float64)
-    R = M[:, :3, :3]
-    ortho = np.abs(np.einsum('nji,njk->nik', R, R) - np.eye(3)).max(axis=(1, 2))
-    det = np.linalg.det(R)
-    bottom = np.abs(M[:, 3] - np.array([0, 0, 0, 1])).max(axis=1)
-    bad = (ortho > RIGID_TOL) | (np.abs(det - 1) > RIGID_TOL) | (bottom > 1e-6)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise DatasetError(
-            f'{source}: cam2world of {names[i]!r} is not rigid (|R^T R - I| = {ortho[i]:.3g}, det = {det[i]:.3g}, '
-            f'last row {M[i, 3].tolist()}); labels need a rotation + translation (no scale or reflection)'
-        )
-    K = labels[:, 16:].reshape(-1, 3, 3)
-    bad = (K[:, 0, 0] <= 0) | (K[:, 1, 1] <= 0) | (np.abs(K[:, 2] - np.array([0, 0, 1])).max(axis=1) > 1e-6)
-    pixels = np.abs(K[:, :2, 2]).max(axis=1) > 2
-    if bad.any() or pixels.any():
-        i = int(np.argmax(bad | pixels))
-        hint = (
-            'divide fx, fy, cx, cy by the image width/height'
-            if pixels[i]
-            else 'need fx, fy > 0 and last row 0 0 1'
-        )
-        raise DatasetError(
-            f'{source}: intrinsics of {names[i]!r} are not normalized ({K[i].tolist()}); {hint}'
-        )
-
-
-def parse_labels(raw: bytes, source: str, names: list[str]) -> tuple[np.ndarray, str]:
-    """Parse dataset.json once: 25-float labels float32 [len(names), 25] in `names` order and the format name."""
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(
-            f'{source}: not valid JSON ({e}); fix the file or regenerate it with dataset_tool.py'
-        ) from None
-    entries = data.get('labels') if isinstance(data, dict) else None
-    if isinstance(entries, list):
-        try:
-            entries = {str(name): label for name, label in entries}
-        except (TypeError, ValueError):
-            raise DatasetError(f'{source}: "labels" must be a list of [image name, label] pairs') from None
-    if not isinstance(entries, dict):
-        raise DatasetError(
-            f'{source}: expected {{"labels": [[name, [floats]], ...]}}; see docs/conventions.md'
-        )
-    entries = {name.replace('\\', '/'): label for name, label in entries.items()}
-    missing = [n for n in names if n not in entries]
-    if missing:
-        raise DatasetError(
-            f'{source}: no label for {len(missing)} image(s), e.g. {missing[0]!r}; add them or remove those images'
-        )
-    try:
-        rows = [np.asarray(entries[n], dtype=np.float64).reshape(-1) for n in names]
-    except (TypeError, ValueError):
-        raise DatasetError(f'{source}: every label must be a list of numbers') from None
-    lengths = {len(r) for r in rows}
-    if len(lengths) != 1 or next(iter(lengths)) not in LABEL_LENGTHS:
-        i = next(i for i, r in enumerate(rows) if len(r) not in LABEL_LENGTHS or len(r) != len(rows[0]))
-        raise DatasetError(
-            f'{source}: label of {names[i]!r} has {len(rows[i])} numbers; all labels need 25 (cam2world 4x4 + '
-            f'intrinsics 3x3) or all 5 (yaw, pitch, roll, radius, fov)'
-        )
-    labels = np.stack(rows) if rows else np.zeros([0, len(rows[0]) if rows else 25])
-    fmt = LABEL_LENGTHS[labels.shape[1]]
-    if fmt == 'angles':
-        bad = (
-            ~np.isfinite(labels).all(axis=1)
-            | (labels[:, 3] <= 0)
-            | (labels[:, 4] <= 0)
-            | (labels[:, 4] >= 180)
-        )
-        if bad.any():
-            raise DatasetError(
-                f'{source}: angles label of {names[np.argmax(bad)]!r} is invalid (NaN/inf, radius <= 0 or fov '
-                f'outside (0, 180) degrees)'
-            )
-        labels = angles_to_label(labels)
-    check_labels(labels, names, source)
-    return labels.astype(np.float32), fmt
 
 
 # ----------------------------------------------------------------------------
@@ -245,7 +137,8 @@ class _Source:
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
-    """Images [3, R, R] uint8 and 25-float camera labels from a folder or zip with `dataset.json`.
+    """Images [3, R, R] uint8 and 25-float camera labels from a folder or zip with `dataset.json`, and the
+    class of every item (`get_class`, `num_classes`, `class_names`) when dataset.json has "classes".
 
     With `mirror`, items len/2.. are the x-flipped images with `cameras.mirror_camera` labels.
     """
@@ -259,6 +152,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         max_size=None,  # Keep a random subset of this many images (before mirroring); None = all.
         random_seed=0,  # Seed of that subset.
         check_all_sizes=True,  # Read every image header at construction to catch mixed resolutions early.
+        only_class=None,  # Keep only the images of this class (index or name); None = all.
     ):
         self.path = str(path)
         self.name = os.path.splitext(os.path.basename(os.path.normpath(self.path)))[0]
@@ -276,11 +170,24 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.resolution = self._check_sizes(resolution, check_all_sizes)
         self.num_channels = 3
         self.mirror = bool(mirror)
-        labels, self.label_format = self._load_labels()
+        labels, self.label_format, classes, self.class_names = self._load_labels()
+        self.num_classes = len(self.class_names)  # 0: no "classes" in dataset.json
+        if only_class is not None:
+            labels, classes = self._keep_class(only_class, labels, classes)
+        classes = np.full(len(self._names), -1, np.int64) if classes is None else classes
+        self._classes = np.concatenate([classes, classes]) if self.mirror else classes  # [len]; -1 = none
         if self.mirror:
             mirrored = cameras.mirror_camera(cameras.Camera.from_label(torch.from_numpy(labels))).to_label()
             labels = np.concatenate([labels, mirrored.numpy()])
         self._labels = np.ascontiguousarray(labels, dtype=np.float32)  # [len, 25], parsed once
+
+    def _keep_class(self, only_class, labels, classes):
+        """Drop every image not of class `only_class` (index or name); returns the kept labels and classes."""
+        keep = classes == self.class_index(only_class)
+        if not keep.any():
+            raise DatasetError(f'{self.path}: no images of class {only_class!r}; pick another class')
+        self._names = [n for n, k in zip(self._names, keep) if k]
+        return labels[keep], classes[keep]
 
     def _check_sizes(self, resolution, check_all: bool) -> int:
         first = self._names[0]
@@ -304,14 +211,18 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             )
         return w
 
-    def _load_labels(self) -> tuple[np.ndarray, str]:
+    def _load_labels(self) -> tuple[np.ndarray, str, np.ndarray | None, list[str]]:
+        """dataset.json, parsed once: camera labels, their format, class indices (or None), class names."""
         source = self._source.where('dataset.json')
         if 'dataset.json' not in self._source.all_names:
             raise DatasetError(
                 f'{source}: missing; camera labels are required (write it, or use dataset_tool.py '
                 f'from-nerfstudio / render to produce one; format in docs/conventions.md)'
             )
-        return parse_labels(self._source.read('dataset.json'), source, self._names)
+        data = load_json(self._source.read('dataset.json'), source)
+        labels, fmt = parse_labels(data, source, self._names)
+        classes, class_names = parse_classes(data, source, self._names)
+        return labels, fmt, classes, class_names
 
     def __len__(self) -> int:
         return len(self._names) * (2 if self.mirror else 1)
@@ -347,6 +258,28 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
     def get_label(self, idx: int) -> np.ndarray:
         return self._labels[idx].copy()
+
+    def get_class(self, idx: int) -> int:
+        """Class index of item `idx` (a mirrored item keeps its image's class); -1 without classes."""
+        return int(self._classes[idx])
+
+    @property
+    def classes(self) -> np.ndarray:
+        """Every item's class index int64 [len] (-1 without classes; a view: do not modify)."""
+        return self._classes
+
+    def class_index(self, name_or_index) -> int:
+        """A class given by index or by name (its "class_names" entry) -> its index; DatasetError if unknown."""
+        text = str(name_or_index)
+        if self.num_classes == 0:
+            raise DatasetError(f'{self.path}: class {text!r} asked for, but dataset.json has no "classes"')
+        if text in self.class_names:
+            return self.class_names.index(text)
+        if text.lstrip('-').isdigit() and 0 <= int(text) < self.num_classes:
+            return int(text)
+        raise DatasetError(
+            f'{self.path}: no class {text!r}; it has {self.num_classes} classes: {self.class_names}'
+        )
 
     @property
     def labels(self) -> np.ndarray:

@@ -94,6 +94,7 @@ def load_dataset_preset(name: str, source: str) -> dict:
 DERIVED_KEYS = (
     'batch_gpu', 'mirror', 'data', 'dataset_size', 'dataset_preset', 'resolved_precision', 'dataset_kwargs',
     'camera_prior_kwargs', 'G_kwargs', 'D_kwargs', 'sampler_kwargs', 'loss_kwargs', 'augment_kwargs', 'ada_kwargs',
+    'class_names',  # only in a class-conditional run: gen_samples.py --class accepts a name
 )  # fmt: skip
 
 
@@ -105,12 +106,33 @@ def derive_training_kwargs(opts, data_path, num_gpus: int, preset_source: str) -
     data_path = data_path if data_path is not None else dp['path']
     c = model_kwargs(opts, dp, opts.batch_gpu or opts.batch // num_gpus, preset_source)
     ds = load_dataset(data_path, dp, mirror, preset_source)
+    class_conditioning(opts, ds, c)
     c.update(mirror=mirror, data=os.path.abspath(data_path), dataset_size=len(ds))
     c.dataset_kwargs = dict(
         class_name=DATASET_CLASS, path=c.data, resolution=dp['resolution'], mirror=mirror,
         background=dp['background'],
     )  # fmt: skip
     return c
+
+
+def class_conditioning(opts, ds, c) -> int:
+    """With `cond`, G's mapping and D's projection get c_dim = the dataset's number of classes; returns it
+    (0 for an unconditional run)."""
+    for key in ('G_kwargs', 'D_kwargs'):
+        if 'c_dim' in opts[key]:
+            raise config.ConfigError(
+                f'{key}.c_dim has its own option; set "cond: true" (--cond) and the classes in dataset.json'
+            )
+    if not opts.cond:
+        return 0
+    if ds.num_classes == 0:
+        raise config.ConfigError(
+            f'--cond: {ds.path} has no class labels; add "classes": [[image name, class index], ...] (and '
+            f'optionally "class_names") to its dataset.json, or train with --cond false'
+        )
+    c.G_kwargs['c_dim'] = c.D_kwargs['c_dim'] = ds.num_classes
+    c.class_names = list(ds.class_names)  # kept in snapshots: gen_samples.py --class accepts a name
+    return ds.num_classes
 
 
 def model_kwargs(opts, dp: dict, batch_gpu: int, source: str) -> dnnlib.EasyDict:

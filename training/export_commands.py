@@ -41,7 +41,7 @@ def images(
     """Per-seed (and per-view) PNGs plus a grid: one row per seed, one column per view."""
     paths, tiles = [], []
     for seed in tqdm.tqdm(seeds, desc='images', unit='seed'):
-        ws = eg.seeds_to_ws(G, [seed], cfg.trunc, cfg.trunc_cutoff, device)
+        ws = eg.seeds_to_ws(G, [seed], cfg.trunc, cfg.trunc_cutoff, device, cfg.get('class_index'))
         cam = eg.view_cameras(cfg.cameras, camera, seed, device)
         V = cam.batch_size
         planes = eg.synthesize(G, ws)
@@ -75,7 +75,7 @@ def video(
     device='cpu',
 ):
     """One mp4 along a trajectory: a single seed, or a grid of seeds turning together."""
-    ws = eg.seeds_to_ws(G, seeds, cfg.trunc, cfg.trunc_cutoff, device)
+    ws = eg.seeds_to_ws(G, seeds, cfg.trunc, cfg.trunc_cutoff, device, cfg.get('class_index'))
     planes = eg.synthesize(G, ws)
     cams = eg.trajectory_cameras(cfg.cameras, trajectory, frames, device)
     name = eu.out_name('video', seeds[0], ext='mp4') if len(seeds) == 1 else f'video-{_seed_tag(seeds)}.mp4'
@@ -103,7 +103,7 @@ def interp(
     device='cpu',
 ):
     """Linear interpolation in w between consecutive seeds (and back to the first with `loop`)."""
-    ws = eg.seeds_to_ws(G, seeds, cfg.trunc, cfg.trunc_cutoff, device)
+    ws = eg.seeds_to_ws(G, seeds, cfg.trunc, cfg.trunc_cutoff, device, cfg.get('class_index'))
     keys = list(range(len(seeds))) + ([0] if loop else [])
     steps = [(a, b, k / frames_per_seed) for a, b in zip(keys[:-1], keys[1:]) for k in range(frames_per_seed)]
     if not loop:
@@ -127,7 +127,7 @@ def depth(G, cfg, seeds, outdir, camera='front', resolution=None, device='cpu'):
     """Depth and opacity per seed/view: colourised PNGs and raw float32 .npy ([H, W], world units)."""
     paths = []
     for seed in tqdm.tqdm(seeds, desc='depth', unit='seed'):
-        ws = eg.seeds_to_ws(G, [seed], cfg.trunc, cfg.trunc_cutoff, device)
+        ws = eg.seeds_to_ws(G, [seed], cfg.trunc, cfg.trunc_cutoff, device, cfg.get('class_index'))
         cam = eg.view_cameras(cfg.cameras, camera, seed, device)
         V = cam.batch_size
         planes = eg.synthesize(G, ws)
@@ -162,7 +162,7 @@ def mesh(
     method = method or geometry.DEFAULT_MC_METHOD
     paths = []
     for seed in seeds:
-        ws = eg.seeds_to_ws(G, [seed], cfg.trunc, cfg.trunc_cutoff, device)
+        ws = eg.seeds_to_ws(G, [seed], cfg.trunc, cfg.trunc_cutoff, device, cfg.get('class_index'))
         density_fn, color_fn = eg.geometry_fns(G, eg.synthesize(G, ws))
         result, info = geometry.extract_mesh(
             density_fn, bounds, resolution, threshold, color_fn, method, chunk_size, device, True, cap

@@ -14,6 +14,7 @@ import torch
 from torch_utils import misc
 from training import cameras as cams
 from training.export_utils import z_from_seed
+from training.generator import one_hot_classes
 
 
 class ExportError(ValueError):
@@ -137,13 +138,43 @@ def trajectory_cameras(settings: CameraSettings, name: str, num_frames: int, dev
 # Latents, tri-planes, images.
 
 
+def resolve_class(G, options: dict, value: str | None) -> int | None:
+    """--class (an index or a class name of the snapshot's dataset) -> an index; None when not given."""
+    c_dim = getattr(G, 'c_dim', 0)
+    if value is None:
+        return None
+    if c_dim == 0:
+        raise ExportError(
+            f'--class {value}: this network is unconditional (trained without --cond); drop --class'
+        )
+    names = list((options or {}).get('class_names') or [])
+    if value in names:
+        return names.index(value)
+    if value.isdigit() and int(value) < c_dim:
+        return int(value)
+    known = f'names {names}' if names else 'no names'
+    raise ExportError(f'--class {value}: the network has {c_dim} classes (0..{c_dim - 1}; {known})')
+
+
+def seed_classes(G, seeds: list[int], class_index: int | None, device='cpu') -> torch.Tensor | None:
+    """One-hot class per seed for a conditional G: `class_index`, or seed mod c_dim when None; else None."""
+    c_dim = getattr(G, 'c_dim', 0)
+    if c_dim == 0:
+        return None
+    classes = [class_index if class_index is not None else seed % c_dim for seed in seeds]
+    return one_hot_classes(classes, c_dim, device)
+
+
 def seeds_to_ws(
-    G, seeds: list[int], truncation_psi=1.0, truncation_cutoff=None, device='cpu'
+    G, seeds: list[int], truncation_psi=1.0, truncation_cutoff=None, device='cpu', class_index=None
 ) -> torch.Tensor:
-    """Mapped latents of each seed. [len(seeds), num_ws, w_dim]"""
+    """Mapped latents of each seed (a conditional G: of class `class_index`, or seed mod c_dim when None).
+    [len(seeds), num_ws, w_dim]"""
     z = torch.cat([z_from_seed(seed, G.z_dim) for seed in seeds]).to(device)
+    c = seed_classes(G, seeds, class_index, device)
+    cond = {} if c is None else dict(c=c)
     with torch.no_grad():
-        return G.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+        return G.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, **cond)
 
 
 def synthesize(G, ws: torch.Tensor, batch_size: int = 4) -> torch.Tensor:

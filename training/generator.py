@@ -20,11 +20,21 @@ from training.patches import full_image_patch_params
 from training.rendering import RenderOutput  # noqa: F401 (re-exported: G returns it)
 from training.triplane import TriPlaneDecoder, TriPlaneSynthesis, activate_outputs, density_noise_std
 
-__all__ = ['Generator', 'MappingNetwork', 'RenderOutput', 'density_noise_std']
+__all__ = ['Generator', 'MappingNetwork', 'RenderOutput', 'density_noise_std', 'one_hot_classes']
+
+
+def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """x / sqrt(mean(x^2)) per row: the mapping network's input normalisation (StyleGAN2)."""
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
 
 
 class MappingNetwork(torch.nn.Module):
-    """z -> w: normalize z, FC layers with leaky ReLU (lr multiplier 0.01), tracked w average, truncation."""
+    """(z, c) -> w: normalize z, FC layers with leaky ReLU (lr multiplier 0.01), tracked w average, truncation.
+
+    Class-conditional (c_dim > 0, StyleGAN2's recipe): a linear FC embeds the one-hot class c into w_dim
+    features; z and the embedding are each 2nd-moment normalised and concatenated before the FC layers.
+    With c_dim = 0 the network, its parameter names and its outputs are the unconditional ones.
+    """
 
     @misc.record_init_kwargs
     def __init__(
@@ -35,19 +45,31 @@ class MappingNetwork(torch.nn.Module):
         num_layers: int = 2,            # Number of FC layers (paper: 2).
         lr_multiplier: float = 0.01,    # Learning-rate multiplier of the FC layers.
         w_avg_beta: float = 0.998,      # Decay of the tracked average of w (for truncation).
+        c_dim: int = 0,                 # Number of classes (one-hot c); 0 = unconditional.
     ):  # fmt: skip
         super().__init__()
         self.z_dim, self.w_dim, self.num_ws, self.w_avg_beta = z_dim, w_dim, num_ws, w_avg_beta
-        dims = [z_dim] + [w_dim] * num_layers
+        self.c_dim = c_dim
+        if c_dim > 0:
+            self.embed = FullyConnectedLayer(c_dim, w_dim)  # linear, at the full learning rate (StyleGAN2)
+        dims = [z_dim + (w_dim if c_dim > 0 else 0)] + [w_dim] * num_layers
         self.layers = torch.nn.ModuleList(
             FullyConnectedLayer(a, b, activation='lrelu', lr_multiplier=lr_multiplier)
             for a, b in zip(dims[:-1], dims[1:])
         )
         self.register_buffer('w_avg', torch.zeros(w_dim))
 
-    def forward(self, z, truncation_psi=1, truncation_cutoff=None, update_emas=False):
+    def forward(self, z, truncation_psi=1, truncation_cutoff=None, update_emas=False, c=None):
         misc.assert_shape(z, [None, self.z_dim])
-        x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()  # normalize the 2nd moment
+        x = normalize_2nd_moment(z)
+        if self.c_dim > 0:
+            if c is None:
+                raise ValueError(
+                    f'MappingNetwork: c_dim={self.c_dim} (a class-conditional G) needs class labels c '
+                    f'[N, {self.c_dim}] (one-hot; see training.generator.one_hot_classes)'
+                )
+            misc.assert_shape(c, [z.shape[0], self.c_dim])
+            x = torch.cat([x, normalize_2nd_moment(self.embed(c.to(torch.float32)))], dim=1)
         for layer in self.layers:
             x = layer(x)
         if update_emas:
@@ -59,8 +81,19 @@ class MappingNetwork(torch.nn.Module):
         return ws
 
 
+def one_hot_classes(classes, c_dim: int, device=None) -> torch.Tensor | None:
+    """Class indices [N] -> one-hot float32 [N, c_dim], the c of G and D; None when c_dim = 0."""
+    if c_dim == 0:
+        return None
+    classes = torch.as_tensor(classes, dtype=torch.int64, device=device)
+    if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= c_dim):
+        raise ValueError(f'class indices must lie in 0..{c_dim - 1}, got {classes.tolist()}')
+    return torch.nn.functional.one_hot(classes, c_dim).to(torch.float32)
+
+
 class Generator(torch.nn.Module):
-    """G(z, camera, patch_params) -> RenderOutput(image [N, 3, r, r] in [-1, 1], depth, opacity)."""
+    """G(z, camera, patch_params, c=None) -> RenderOutput(image [N, 3, r, r] in [-1, 1], depth, opacity); c is
+    the one-hot class [N, c_dim] of a class-conditional G (c_dim > 0)."""
 
     @misc.record_init_kwargs
     def __init__(
@@ -94,6 +127,7 @@ class Generator(torch.nn.Module):
         checkpoint_decode: bool = True, # Recompute the decoder in backward (keeps only points and outputs).
         train_jitter: bool = True,      # Random sample depths in training; False = bin middles (a deterministic G).
         precision: str = 'fp32',        # Synthesis convs: fp32 (paper) | bf16 | fp16; mapping, decoder, compositing stay fp32.
+        c_dim: int = 0,                 # Number of classes of a class-conditional G (one-hot c); 0 = unconditional.
     ):  # fmt: skip
         super().__init__()
         if not (0 < scene_bounds and 0 < ray_start < ray_end):
@@ -121,17 +155,20 @@ class Generator(torch.nn.Module):
         self.decoder = TriPlaneDecoder(plane_channels, decoder_hidden, density_shift)
         self.background_mlp = BackgroundMLP(w_dim, bg_hidden) if bg_model else None
         self.num_ws = self.synthesis.num_ws + (self.background_mlp.num_ws if bg_model else 0)
-        self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, mapping_layers)
+        self.c_dim = c_dim
+        self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, mapping_layers, c_dim=c_dim)
         self.march = rendering.RayMarchOptions(
             ray_start, ray_end, num_coarse, num_fine, background, last_to_infinity=not bg_model
         )
 
     def forward(
         self, z, camera, patch_params=None, resolution=None, truncation_psi=1, truncation_cutoff=None,
-        noise_mode='random', density_noise_std=0.0, foreground_only=False, update_emas=False, **render_kwargs,
+        noise_mode='random', density_noise_std=0.0, foreground_only=False, update_emas=False, c=None,
+        **render_kwargs,
     ) -> RenderOutput:  # fmt: skip
+        """c: one-hot classes [N, c_dim] of a class-conditional G (c_dim > 0), else None."""
         misc.assert_shape(z, [camera.batch_size, self.z_dim])
-        ws = self.mapping(z, truncation_psi, truncation_cutoff, update_emas=update_emas)
+        ws = self.mapping(z, truncation_psi, truncation_cutoff, update_emas=update_emas, c=c)
         planes = self.synthesis(ws[:, : self.synthesis.num_ws], noise_mode)
         return self.render(
             planes, camera, patch_params, resolution, ws=ws, density_noise_std=density_noise_std,

@@ -28,14 +28,20 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return upfirdn2d.filter2d(images, f / f.sum())
 
 
-def r1_penalty(D, real_patches, real_patch_params, real_angles=None, preprocess=None):
-    """R1: ||grad_x D(x)||^2 per sample, w.r.t. the real patch pixels (before blur/augmentation). [N]
+def class_kwargs(c) -> dict:
+    """{'c': c} for class-conditional G and D, {} otherwise (unconditional modules need not take c)."""
+    return {} if c is None else dict(c=c)
+
+
+def r1_penalty(D, real_patches, real_patch_params, real_angles=None, preprocess=None, real_c=None):
+    """R1: ||grad_x D(x)||^2 per sample, w.r.t. the real patch pixels (before blur/augmentation), with D
+    conditioned on the reals' own classes `real_c` (one-hot, or None when unconditional). [N]
 
     Returns (penalty [N], logits [N, 1]); the penalty stays differentiable w.r.t. D's weights.
     """
     real = real_patches.detach().requires_grad_(True)
     x = preprocess(real) if preprocess is not None else real
-    logits = D(x, real_patch_params, real_angles)
+    logits = D(x, real_patch_params, real_angles, **class_kwargs(real_c))
     with conv2d_gradfix.no_weight_gradients():  # the first backward needs input gradients only
         (grad,) = torch.autograd.grad(
             outputs=[logits.sum()], inputs=[real], create_graph=True, only_inputs=True
@@ -77,17 +83,20 @@ class PatchLoss:
             images = self.augment_pipe(images)
         return images
 
-    def run_G(self, z, camera, patch_params, gen_kwargs):
-        return self.G(z, camera, patch_params=patch_params, **(gen_kwargs or {})).image
+    def run_G(self, z, camera, patch_params, gen_kwargs, c=None):
+        return self.G(z, camera, patch_params=patch_params, **(gen_kwargs or {}), **class_kwargs(c)).image
 
-    def run_D(self, images, patch_params, angles, blur_sigma):
-        return self.D(self.preprocess(images, blur_sigma), patch_params, angles)
+    def run_D(self, images, patch_params, angles, blur_sigma, c=None):
+        return self.D(self.preprocess(images, blur_sigma), patch_params, angles, **class_kwargs(c))
 
     def accumulate_gradients(
         self, phase, real_patches, real_patch_params, real_angles, gen_z, gen_camera, gen_patch_params,
-        gain, cur_nimg, gen_kwargs=None,
+        gain, cur_nimg, gen_kwargs=None, real_c=None, gen_c=None,
     ):  # fmt: skip
         """Add this phase's gradients (times `gain`) to the .grad of G's or D's parameters.
+
+        real_c / gen_c: one-hot classes [N, c_dim] of the reals and of the fakes (class-conditional G and D
+        both see gen_c), or None when unconditional.
 
         Returns the phase's loss (a detached scalar, before `gain`) so the caller can detect divergence.
         """
@@ -97,7 +106,7 @@ class PatchLoss:
         misc.assert_shape(gen_patch_params, [N, 3])
         blur_sigma = self.blur_sigma(cur_nimg)
         gen_angles = self.camera_angles(gen_camera)
-        gen = (gen_z, gen_camera, gen_patch_params, gen_angles, gain, blur_sigma, gen_kwargs)
+        gen = (gen_z, gen_camera, gen_patch_params, gen_angles, gain, blur_sigma, gen_kwargs, gen_c)
         total = torch.zeros([], device=gen_z.device)
         if phase in ('Gmain', 'Gboth'):
             total = total + self.accumulate_G(*gen).mean()
@@ -105,7 +114,7 @@ class PatchLoss:
         do_r1 = phase in ('Dreg', 'Dboth') and self.r1_gamma > 0
         if loss_fake is not None or do_r1:
             misc.assert_shape(real_patch_params, [real_patches.shape[0], 3])
-            real = (real_patches, real_patch_params, real_angles, gain, blur_sigma)
+            real = (real_patches, real_patch_params, real_angles, gain, blur_sigma, real_c)
             total = total + self.accumulate_D_real(*real, loss_fake, do_r1)
         # Greg: PGRF has no generator regularizer (no path-length penalty), so it adds nothing.
         return total.detach()
@@ -118,10 +127,10 @@ class PatchLoss:
         yaw, pitch, _ = camera_to_angles(camera.cam2world)
         return torch.stack([yaw, pitch], dim=1)
 
-    def accumulate_G(self, z, camera, patch_params, angles, gain, blur_sigma, gen_kwargs):
+    def accumulate_G(self, z, camera, patch_params, angles, gain, blur_sigma, gen_kwargs, c):
         with misc.requires_grad(self.D, False):  # G's loss trains G only
-            fake = self.run_G(z, camera, patch_params, gen_kwargs)
-            logits = self.run_D(fake, patch_params, angles, blur_sigma)
+            fake = self.run_G(z, camera, patch_params, gen_kwargs, c)
+            logits = self.run_D(fake, patch_params, angles, blur_sigma, c)
             loss = torch.nn.functional.softplus(-logits)  # Eq. 6, non-saturating: -log sigmoid(D(G(z)))
             training_stats.report('Loss/scores/fake', logits)
             training_stats.report('Loss/signs/fake', logits.sign())
@@ -129,23 +138,23 @@ class PatchLoss:
             loss.mean().mul(gain).backward()
         return loss.detach()
 
-    def accumulate_D_fake(self, z, camera, patch_params, angles, gain, blur_sigma, gen_kwargs):
+    def accumulate_D_fake(self, z, camera, patch_params, angles, gain, blur_sigma, gen_kwargs, c):
         with torch.no_grad():  # D's loss trains D only; no graph through G
-            fake = self.run_G(z, camera, patch_params, gen_kwargs)
-        logits = self.run_D(fake, patch_params, angles, blur_sigma)
+            fake = self.run_G(z, camera, patch_params, gen_kwargs, c)
+        logits = self.run_D(fake, patch_params, angles, blur_sigma, c)
         loss = torch.nn.functional.softplus(logits)  # -log(1 - sigmoid(D(G(z))))
         training_stats.report('Loss/scores/fake', logits)
         training_stats.report('Loss/signs/fake', logits.sign())
         loss.mean().mul(gain).backward()
         return loss.detach()
 
-    def accumulate_D_real(self, real, patch_params, angles, gain, blur_sigma, loss_fake, do_r1):
+    def accumulate_D_real(self, real, patch_params, angles, gain, blur_sigma, c, loss_fake, do_r1):
         """Dmain's real half (when loss_fake, its fake half's per-sample loss, is given) and/or R1."""
         preprocess = lambda x: self.preprocess(x, blur_sigma)  # noqa: E731
         if do_r1:
-            penalty, logits = r1_penalty(self.D, real, patch_params, angles, preprocess)
+            penalty, logits = r1_penalty(self.D, real, patch_params, angles, preprocess, real_c=c)
         else:
-            logits = self.D(preprocess(real.detach()), patch_params, angles)
+            logits = self.D(preprocess(real.detach()), patch_params, angles, **class_kwargs(c))
         loss = logits * 0  # keeps D's output in the graph so DDP sees every parameter used
         total = torch.zeros([], device=logits.device)
         if loss_fake is not None:

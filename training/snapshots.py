@@ -16,6 +16,7 @@ run that wrote it; otherwise the global input stream continues, every rank's own
 deterministically, and a warning says so.
 """
 
+import inspect
 import os
 
 import torch
@@ -104,6 +105,8 @@ def _check_built_alike(name: str, module: torch.nn.Module, state: dict, source: 
         )
     stored = checkpoint.to_plain(dict(state.get('init_kwargs', {})), lists=True)
     current = checkpoint.to_plain(dict(getattr(module, 'init_kwargs', {})), lists=True)
+    # A parameter added since the snapshot was written: that module was built with its default.
+    stored.update(_new_parameter_defaults(module, stored, current))
     diff = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
     if diff:
         k = diff[0]
@@ -111,6 +114,20 @@ def _check_built_alike(name: str, module: torch.nn.Module, state: dict, source: 
             f'{source}: {name} was built with {k}={stored.get(k)!r} but this run uses {k}={current.get(k)!r}; '
             f'resume with the options of the run that wrote it'
         )
+
+
+def _new_parameter_defaults(module: torch.nn.Module, stored: dict, current: dict) -> dict:
+    """{name: default} of the constructor parameters this run records but the snapshot does not hold.
+
+    A parameter added to a network later gets a default that builds what the code built before, so a
+    snapshot written earlier was built with that default and resumes as such."""
+    params = inspect.signature(type(module).__init__).parameters
+    missing = set(current) - set(stored)
+    return {
+        name: checkpoint.to_plain(params[name].default, lists=True)
+        for name in missing
+        if name in params and params[name].default is not inspect.Parameter.empty
+    }
 
 
 def _check_layout(data: dict, source: str) -> None:

@@ -10,6 +10,7 @@ import torch
 
 from torch_utils import misc, training_stats
 from training import train_step
+from training.generator import one_hot_classes
 from training.train_state import TrainState
 
 
@@ -122,10 +123,13 @@ def write_stats(s: TrainState, stats: dict, scales: torch.Tensor | None) -> None
 
 
 def setup_grid(s: TrainState) -> None:
-    """Fixed latents [S, z_dim] and cameras (C of them) for every grid of the run (seeded, not from the run's RNG)."""
+    """Fixed latents [S, z_dim] and cameras (C of them) for every grid of the run (seeded, not from the run's RNG);
+    a class-conditional G's row i shows class i mod c_dim."""
     gen = torch.Generator().manual_seed(1234)
     s.grid_z = torch.randn(s.c.grid_seeds, s.G.z_dim, generator=gen)
     s.grid_camera = s.camera_prior.sample(s.c.grid_cameras, device='cpu', generator=gen)
+    c_dim = getattr(s.G, 'c_dim', 0)
+    s.grid_c = one_hot_classes(torch.arange(s.c.grid_seeds) % max(c_dim, 1), c_dim)
 
 
 def save_image_grid(images: torch.Tensor, path: str, cols: int) -> np.ndarray:
@@ -144,13 +148,15 @@ def save_image_grid(images: torch.Tensor, path: str, cols: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def render_grid(G, z: torch.Tensor, camera, device) -> torch.Tensor:
-    """Every latent (rows) from every camera (columns), full resolution. [S * C, 3, R, R]"""
+def render_grid(G, z: torch.Tensor, camera, device, c: torch.Tensor | None = None) -> torch.Tensor:
+    """Every latent (rows; with its one-hot class c [S, c_dim] if given) from every camera (columns), full
+    resolution. [S * C, 3, R, R]"""
     S, C = z.shape[0], camera.batch_size
     rows = []
     for i in range(S):
         zi = z[i : i + 1].expand(C, -1).to(device)
-        out = G(zi, camera.to(device), patch_params=None, noise_mode='const')
+        cond = {} if c is None else dict(c=c[i : i + 1].expand(C, -1).to(device))
+        out = G(zi, camera.to(device), patch_params=None, noise_mode='const', **cond)
         rows.append(out.image.float().cpu())
     images = torch.cat(rows)
     misc.assert_shape(images, [S * C, 3, None, None])
@@ -159,7 +165,7 @@ def render_grid(G, z: torch.Tensor, camera, device) -> torch.Tensor:
 
 def save_fakes(s: TrainState) -> None:
     """fakes<kimg>.png of G_ema and its TensorBoard image (RNG-neutral: the caller preserves RNG state)."""
-    images = render_grid(s.G_ema, s.grid_z, s.grid_camera, s.device)
+    images = render_grid(s.G_ema, s.grid_z, s.grid_camera, s.device, s.grid_c)
     path = os.path.join(s.c.run_dir, f'fakes{s.progress.cur_nimg // 1000:06d}.png')
     arr = save_image_grid(images, path, cols=s.c.grid_cameras)
     if s.writer is not None:

@@ -82,6 +82,9 @@ class TrainState:
     )  # Patch scales drawn this tick, for the histogram.
     grid_z: torch.Tensor | None = None  # Fixed latents of the image grid. [grid_seeds, z_dim]
     grid_camera: cameras.Camera | None = None  # Fixed cameras of the image grid (grid_cameras of them).
+    grid_c: torch.Tensor | None = (
+        None  # One-hot classes of the grid's rows [grid_seeds, c_dim]; None = unconditional.
+    )
 
     # Ending (training_loop.training_loop).
     signals: Any = None  # training_loop.StopSignals while training.

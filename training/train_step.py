@@ -11,6 +11,7 @@ import torch
 import dnnlib
 from torch_utils import misc, training_stats
 from training import cameras, patches
+from training.generator import one_hot_classes
 from training.train_state import TrainState
 
 INPUT_STREAM_OFFSET = 2**40  # the input stream's seed is c.seed + this: unrelated to the init-weight stream
@@ -82,20 +83,45 @@ def prepare_reals(s: TrainState, real_batches: list) -> list:
         params = draw_patch_params(s)
         img = patches.crop_patches(batch.images, params, s.patch_sampler.patch_resolution)  # [N, 3, r, r]
         s.tick_scales.append(params[:, 0].detach().cpu())
-        rounds.append(dnnlib.EasyDict(img=img, params=params, angles=real_angles(batch.labels)))
+        c = one_hot_classes(batch.get('classes'), class_dim(s), s.device)  # reals pass their own class to D
+        rounds.append(dnnlib.EasyDict(img=img, params=params, angles=real_angles(batch.labels), c=c))
     return rounds
 
 
+def class_dim(s: TrainState) -> int:
+    """G's number of classes: 0 for an unconditional run."""
+    return getattr(s.G, 'c_dim', 0)
+
+
+def draw_fake_classes(s: TrainState, N: int) -> torch.Tensor | None:
+    """One-hot classes of one global round of fakes [batch_gpu, c_dim], or None when unconditional.
+
+    The classes of random real items (StyleGAN2's recipe), so fakes follow the dataset's class
+    distribution; drawn from the shared input stream, so every rank agrees on the global batch.
+    Unconditional runs draw nothing, which keeps their stream unchanged.
+    """
+    if class_dim(s) == 0:
+        return None
+    classes = torch.as_tensor(s.dataset.classes)
+    items = torch.randint(len(classes), [N], generator=s.input_stream)
+    return one_hot_classes(rank_slice(s, classes[items]), class_dim(s), s.device)
+
+
 def gen_inputs(s: TrainState) -> list:
-    """Latents, cameras from the camera prior, and patch parameters for each accumulation round."""
+    """Latents, cameras from the camera prior, patch parameters and (conditional G) classes per round."""
     rounds = []
     N = s.batch_gpu * s.world_size  # one global round; this rank keeps its rows
     for _ in range(s.num_rounds):
         z = rank_slice(s, torch.randn(N, s.G.z_dim, generator=s.input_stream))
         camera = rank_slice(s, s.camera_prior.sample(N, generator=s.input_stream))
         params = draw_patch_params(s)
-        rounds.append(dnnlib.EasyDict(z=z, camera=camera, params=params))
+        rounds.append(dnnlib.EasyDict(z=z, camera=camera, params=params, c=draw_fake_classes(s, N)))
     return rounds
+
+
+def class_inputs(real, fake) -> dict:
+    """The loss's real_c / gen_c, passed only for a class-conditional run (a loss may not take them)."""
+    return {} if fake.c is None else dict(real_c=real.c, gen_c=fake.c)
 
 
 def run_phase(s: TrainState, phase, reals: list, gen_kwargs: dict) -> None:
@@ -115,6 +141,7 @@ def run_phase(s: TrainState, phase, reals: list, gen_kwargs: dict) -> None:
             gain=phase.interval,
             cur_nimg=s.progress.cur_nimg,
             gen_kwargs=gen_kwargs,
+            **class_inputs(real, fake),
         )
         if value is not None:
             value = torch.as_tensor(value, dtype=torch.float32).detach().sum().cpu()
