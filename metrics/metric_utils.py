@@ -144,9 +144,6 @@ class FeatureStats:
         self.num_items, self.num_features = 0, None
         self.all_features, self.raw_sum, self.raw_outer = [], None, None
 
-    def is_full(self) -> bool:
-        return self.max_items is not None and self.num_items >= self.max_items
-
     def append(self, x) -> None:
         x = np.asarray(x, dtype=np.float32)
         assert x.ndim == 2, f'features must be [N, D], got {list(x.shape)}'

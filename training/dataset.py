@@ -228,10 +228,6 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return len(self._names) * (2 if self.mirror else 1)
 
     @property
-    def image_shape(self) -> list[int]:
-        return [self.num_channels, self.resolution, self.resolution]
-
-    @property
     def num_raw_images(self) -> int:
         return len(self._names)
 
