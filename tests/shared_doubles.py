@@ -69,3 +69,27 @@ def wait_for(path, text, proc, timeout=120):
         time.sleep(0.2)
     proc.kill()
     raise AssertionError(f'"{text}" did not appear in {path}')
+
+
+# The smallest real Generator that renders in milliseconds: a 16^2 image of 8^2 patches, 16^2 planes.
+TINY_G = dict(
+    z_dim=8, w_dim=8, img_resolution=16, patch_resolution=8, plane_resolution=16, plane_channels=4,
+    channel_base=64, channel_max=8, decoder_hidden=8, num_coarse=6, num_fine=6, scene_bounds=0.5,
+    ray_start=0.5, ray_end=1.5, checkpoint_res=None, density_shift=1.0,
+)  # fmt: skip
+
+
+class TinyFeatureNet(torch.nn.Module):
+    """A fixed random projection of 4x4 average-pooled images: stands in for Inception in tests."""
+
+    feature_dim, tag = 16, 'tiny-test-net'
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(48, 16)
+        torch.nn.init.normal_(self.proj.weight, generator=torch.Generator().manual_seed(0))
+        torch.nn.init.zeros_(self.proj.bias)
+
+    def forward(self, images):
+        x = torch.nn.functional.adaptive_avg_pool2d(images.float() / 127.5 - 1, 4).flatten(1)
+        return torch.tanh(self.proj(x))

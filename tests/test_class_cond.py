@@ -9,7 +9,7 @@ import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
-from test_gen_samples import TINY as TINY_G
+from shared_doubles import TINY_G
 from test_train_fixtures import add_classes, cli_args, make_tiny_dataset, make_tiny_setup
 
 import calc_metrics

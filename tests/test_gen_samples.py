@@ -7,17 +7,13 @@ import torch
 import trimesh
 from click.testing import CliRunner
 from PIL import Image
+from shared_doubles import TINY_G
 
 import gen_samples
 from torch_utils import checkpoint
 from training import export_gen, export_utils, geometry
 from training.generator import Generator
 
-TINY = dict(
-    z_dim=8, w_dim=8, img_resolution=16, patch_resolution=8, plane_resolution=16, plane_channels=4,
-    channel_base=64, channel_max=8, decoder_hidden=8, num_coarse=6, num_fine=6, scene_bounds=0.5,
-    ray_start=0.5, ray_end=1.5, checkpoint_res=None, density_shift=1.0,
-)  # fmt: skip
 PRESET = dict(
     radius=1.0, fov=50.0, camera_prior='normal', camera_prior_kwargs=dict(yaw_std=0.3, pitch_std=0.2)
 )
@@ -26,7 +22,7 @@ PRESET = dict(
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
     torch.manual_seed(0)
-    G = Generator(**TINY).eval()
+    G = Generator(**TINY_G).eval()
     with torch.no_grad():  # random decoder weights of unit scale: the field gets visible structure
         for p in G.decoder.parameters():
             p.normal_()
@@ -218,4 +214,4 @@ def test_foreground_rgba_is_straight_colour():
     np.testing.assert_array_equal(rgba[..., 3], [[255, 128], [64, 0]])
     for y, x in ((0, 0), (0, 1), (1, 0)):
         np.testing.assert_allclose(rgba[y, x, :3], [191, 64, 128], atol=1)
-    assert export_gen.background_value(Generator(**TINY)) == 1.0  # the default white background
+    assert export_gen.background_value(Generator(**TINY_G)) == 1.0  # the default white background

@@ -2,8 +2,8 @@
 
 import numpy as np
 from PIL import Image
+from test_geometry import sphere_density
 
-from tests.test_geometry import sphere_density
 from training import geometry, mesh_render
 
 

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 import torch
+from shared_doubles import TinyFeatureNet
 from test_metrics_geometry import _render_sphere
 
 from dnnlib import registry
@@ -87,22 +88,6 @@ class ToyDataset(torch.utils.data.Dataset):
 
 
 registry.register('test.ToyDataset', ToyDataset)  # metrics build datasets by registered name only
-
-
-class TinyFeatureNet(torch.nn.Module):
-    """A fixed random projection of 4x4 average-pooled images: stands in for Inception in tests."""
-
-    feature_dim, tag = 16, 'tiny-test-net'
-
-    def __init__(self):
-        super().__init__()
-        self.proj = torch.nn.Linear(48, 16)
-        torch.nn.init.normal_(self.proj.weight, generator=torch.Generator().manual_seed(0))
-        torch.nn.init.zeros_(self.proj.bias)
-
-    def forward(self, images):
-        x = torch.nn.functional.adaptive_avg_pool2d(images.float() / 127.5 - 1, 4).flatten(1)
-        return torch.tanh(self.proj(x))
 
 
 TOY_PRIOR = dict(kind='normal', radius=2.5, fov=30.0)  # the run's prior: the toy data's radius and fov

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
-from test_gen_samples import TINY
+from shared_doubles import TINY_G
 
 import calc_metrics
 import gen_samples
@@ -29,7 +29,7 @@ def _crafted_module(marker) -> dict:
 
 def _tiny_G_state() -> dict:
     torch.manual_seed(0)
-    return checkpoint.module_state(Generator(**TINY))
+    return checkpoint.module_state(Generator(**TINY_G))
 
 
 def _one_line_error(result) -> str:
@@ -56,7 +56,7 @@ def test_stable_names_and_aliases_resolve_to_the_same_class():
     assert registry.stable_name('training.discriminator.PatchDiscriminator') == 'pgrf.Discriminator'
     assert registry.name_of(Generator) == 'pgrf.Generator'
     assert registry.stable_name(f'{Generator.__module__}.Generator') == 'pgrf.Generator'  # where it lives now
-    assert checkpoint.module_state(Generator(**TINY))['class_name'] == 'pgrf.Generator'
+    assert checkpoint.module_state(Generator(**TINY_G))['class_name'] == 'pgrf.Generator'
     with pytest.raises(registry.UnknownClassError, match='add it to dnnlib/registry.py'):
         registry.name_of(torch.nn.Linear)
 
