@@ -1,7 +1,7 @@
 """A snapshot written by the code before the package layout changed still loads and resumes.
 
-tests/data/pre_layout/ holds a tiny run's 4-step snapshot and a summary of where that run was after 12
-steps, both written by the older checkout (tests/data/pre_layout/make_fixture.py says how). Resuming the
+tests/fixtures/pre_layout/ holds a tiny run's 4-step snapshot and a summary of where that run was after 12
+steps, both written by the older checkout (tests/fixtures/pre_layout/make_fixture.py says how). Resuming the
 snapshot with today's code must arrive at the same 12-step state: the class names it stores resolve
 through dnnlib/registry.py, its module states fit today's networks, and training continues exactly.
 """
@@ -20,7 +20,7 @@ import train
 from torch_utils import checkpoint
 from training import run_dir
 
-HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'pre_layout')
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'pre_layout')
 SNAPSHOT = os.path.join(HERE, 'snapshot-000000.016.pt')
 # The class paths files held before the stable names existed; after a move they must stay aliases.
 OLD_PATHS = {
