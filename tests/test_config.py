@@ -100,6 +100,12 @@ def test_gamma_auto_in_a_preset_and_bad_gamma_values(tmp_path):
         assert '\n' not in str(info.value) and 'p.yaml' in str(info.value)
 
 
+def test_ray_steps_below_two_are_refused_before_training():
+    for bad in (1, 2.5):  # the CLI's range stops 1; a preset could pass it and fail inside G
+        with pytest.raises(config.ConfigError, match='--ray-steps .* must be a whole number >= 2'):
+            config.validate(config.resolve({'dataset': 'demo', 'ray_steps': bad}, {}), num_gpus=1)
+
+
 def test_model_and_dataset_presets_share_one_reader_and_its_messages(tmp_path):
     from training import dataset
 

@@ -241,6 +241,10 @@ def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> N
             raise ConfigError(f'{source}: {key} must be one of {", ".join(choices)}, got {opts[key]!r}')
     _check_power_of_two(opts, 'patch_res', 8, 'D halves the patch block by block down to 4x4')
     _check_power_of_two(opts, 'triplane_res', 4, 'the synthesis network doubles 4x4 planes up to it')
+    if not isinstance(opts.ray_steps, int) or opts.ray_steps < 2:
+        raise ConfigError(
+            f'--ray-steps {opts.ray_steps!r} must be a whole number >= 2 (samples bound each interval)'
+        )
     opts.gamma = parse_gamma(opts.gamma, source)
     _check_positive(opts, ['memory_budget_gb'], source)
     if opts.threads is not None and (not isinstance(opts.threads, int) or isinstance(opts.threads, bool)
