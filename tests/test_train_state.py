@@ -49,6 +49,10 @@ def test_setup_fills_the_declared_fields_and_a_step_adds_none(tmp_path):
             dict(sampler_kwargs=dict(s_min_start=0.7), augment_kwargs=dict(hue=0.0)),
         ),
         (dict(patch_res=16, triplane_res=4, aug='fixed', p=0.5), dict(loss_kwargs=dict(blur_fade_kimg=1))),
+        (
+            dict(bg=True, hyper_mod_mode='output', patch_cond=False, checkpoint='on', gamma=0),
+            dict(r1_interval=1),
+        ),
     ],
 )
 def test_what_the_dry_run_accepts_builds_and_trains(tmp_path, flags, overrides):
