@@ -43,6 +43,19 @@ def test_every_file_and_name_in_the_architecture_page_exists():
     assert not missing, f'docs/architecture.md names what the code does not have: {missing}'
 
 
+def test_every_package_is_on_the_map():
+    with open(DOC, encoding='utf-8') as f:
+        text = f.read()
+    packages = []
+    for d, dirs, files in os.walk(ROOT):
+        dirs[:] = [x for x in dirs if not x.startswith('.') and x not in ('tests', 'scripts', '__pycache__')]
+        if '__init__.py' in files:
+            packages.append(os.path.relpath(d, ROOT).replace(os.sep, '/'))
+    assert 'training' in packages
+    unmapped = [p for p in packages if f'{p.rsplit("/", 1)[-1]}/' not in text]
+    assert not unmapped, f'docs/architecture.md does not show the packages {unmapped}'
+
+
 def test_the_checker_sees_a_wrong_name():
     """The check itself: a renamed function would be reported."""
     names = defined_names(os.path.join(ROOT, 'training', 'patches.py'))
