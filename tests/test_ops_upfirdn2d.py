@@ -45,6 +45,9 @@ CASES = [
     ([2, 1], [1, 2], [2, 1, 0, 1], [[1, 2, 3], [4, 5, 6]], True, 2),
     (1, 1, [-1, 2, 1, -1], [[0.5, -1], [2, 1]], False, 1),
     (2, 2, 3, [1, 2, 3, 4, 5, 6, 7, 8], False, 1),  # 8 taps: separable path
+    (1, 2, [2, 2, 1, 1], [1, 3, 3, 1], False, 1),  # equal per axis: the conv pads (x 2, y 1)
+    (1, 1, [2, 2, 3, 3], [1, 2, 3, 4, 5, 6, 7, 8], False, 1),  # the same on the separable path
+    (1, 1, [1, 1, 2, 0], [1, 3, 3, 1], False, 1),  # unequal on one axis: padded copy
 ]
 
 

@@ -158,6 +158,8 @@ def model_kwargs(opts, dp: dict, batch_gpu: int, source: str) -> dnnlib.EasyDict
     c.G_kwargs.setdefault('precision', c.resolved_precision['G'])
     if 'checkpoint_res' not in c.G_kwargs:
         c.G_kwargs['checkpoint_res'] = checkpoint_res_for_budget(opts, c.G_kwargs, batch_gpu)
+    if 'checkpoint_decode' not in c.G_kwargs:
+        c.G_kwargs['checkpoint_decode'] = checkpoint_decode_for_budget(opts, c.G_kwargs, batch_gpu)
     c.D_kwargs = _discriminator_kwargs(opts, R, source)
     c.D_kwargs.setdefault('precision', c.resolved_precision['D'])
     c.sampler_kwargs = _sampler_kwargs(opts, R, c.D_kwargs, batch_gpu, source)
@@ -215,6 +217,29 @@ def checkpoint_res_for_budget(opts, G_kwargs: dict, batch_gpu: int) -> int | Non
     if opts.checkpoint == 'off':
         return None
     return CHECKPOINT_RES if synthesis_activation_gb(G_kwargs, batch_gpu) > opts.memory_budget_gb else None
+
+
+# checkpoint=auto recomputes the decoder when its activations exceed this share of the memory budget.
+DECODE_BUDGET_SHARE = 1 / 16
+
+
+def decoder_activation_gb(G_kwargs: dict, batch_gpu: int) -> float:
+    """Estimated memory the tri-plane decoder keeps for backward in one training render, without checkpointing.
+
+    Per point: the plane features (C), the hidden activation, and about 16 floats of grid coordinates and
+    outputs (a model of `TriPlaneDecoder.decode`; at the paper config, batch 4, it is 0.7 GB, which
+    would take the step's peak past 4.7 GB; at the demo's 16 MB recomputation only costs time).
+    """
+    gen = lambda name: G_kwargs.get(name, _signature_default(G_CLASS, name))  # noqa: E731
+    points = batch_gpu * gen('patch_resolution') ** 2 * (gen('num_coarse') + gen('num_fine'))
+    return points * (gen('plane_channels') + gen('decoder_hidden') + 16) * 4 / 2**30
+
+
+def checkpoint_decode_for_budget(opts, G_kwargs: dict, batch_gpu: int) -> bool:
+    """checkpoint on|off, or auto: recompute the decoder only when it would keep a sizeable share of the budget."""
+    if opts.checkpoint in ('on', 'off'):
+        return opts.checkpoint == 'on'
+    return decoder_activation_gb(G_kwargs, batch_gpu) > opts.memory_budget_gb * DECODE_BUDGET_SHARE
 
 
 def _check_metrics(names: list) -> None:

@@ -29,6 +29,9 @@ from training.train_state import Progress, TrainState
 MODULE_NAMES = TrainState.MODULES
 PROGRESS_KEYS = Progress.KEYS
 REQUIRED_KEYS = ('modules', 'optimizers', 'progress', 'rng')
+# Constructor kwargs that only trade memory for time (equal results), by stable class name: a resume may
+# differ in them, since the memory budget of the machine that resumes decides them (training/derive.py).
+RESUME_MAY_CHANGE = {'pgrf.Generator': ('ray_chunk', 'point_chunk', 'checkpoint_res', 'checkpoint_decode')}
 
 
 def gather_rng_states(world_size: int) -> list:
@@ -107,7 +110,10 @@ def _check_built_alike(name: str, module: torch.nn.Module, state: dict, source: 
     current = checkpoint.to_plain(dict(getattr(module, 'init_kwargs', {})), lists=True)
     # A parameter added since the snapshot was written: that module was built with its default.
     stored.update(_new_parameter_defaults(module, stored, current))
-    diff = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+    may_change = RESUME_MAY_CHANGE.get(current_class, ())
+    diff = sorted(
+        k for k in set(stored) | set(current) if stored.get(k) != current.get(k) and k not in may_change
+    )
     if diff:
         k = diff[0]
         raise checkpoint.CheckpointError(

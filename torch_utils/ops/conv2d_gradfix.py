@@ -13,6 +13,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from torch_utils import threads
+
 _weight_gradients_disabled = 0  # Nesting depth of no_weight_gradients().
 
 
@@ -101,7 +103,9 @@ class _Conv2d(torch.autograd.Function):
         stride, padding, dilation, groups = params
         ctx.save_for_backward(x, w)
         ctx.params = params
-        return F.conv2d(x, w, None, stride, padding, dilation, groups)
+        macs = x.numel() * w.shape[0] * w.shape[2] * w.shape[3] / (groups * stride[0] * stride[1])
+        with threads.serial_if_small(macs, x.device):
+            return F.conv2d(x, w, None, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, gy):
@@ -122,7 +126,8 @@ class _ConvTranspose2d(torch.autograd.Function):
         stride, padding, dilation, groups, output_padding = params
         ctx.save_for_backward(x, w)
         ctx.params = params
-        return F.conv_transpose2d(x, w, None, stride, padding, output_padding, groups, dilation)
+        with threads.serial_if_small(x.numel() * w[0].numel(), x.device):
+            return F.conv_transpose2d(x, w, None, stride, padding, output_padding, groups, dilation)
 
     @staticmethod
     def backward(ctx, gy):
@@ -146,7 +151,9 @@ class _Conv2dWeightGrad(torch.autograd.Function):
         stride, padding, dilation, groups = params
         ctx.save_for_backward(gy, x)
         ctx.params = params
-        return torch.nn.grad.conv2d_weight(x, weight_shape, gy, stride, padding, dilation, groups)
+        macs = gy.numel() * weight_shape[1] * weight_shape[2] * weight_shape[3]
+        with threads.serial_if_small(macs, x.device):
+            return torch.nn.grad.conv2d_weight(x, weight_shape, gy, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, ggw):

@@ -218,13 +218,17 @@ def _upfirdn2d_ref(x, f, up, down, pad, flip_filter, gain):
     N, C, H, W = x.shape
 
     # 1. Upsample by inserting zeros after each pixel.
-    x = x.reshape([N, C, H, 1, W, 1])
-    x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
-    x = x.reshape([N, C, H * upy, W * upx])  # [N, C, H*up, W*up]
+    if upx > 1 or upy > 1:
+        x = x.reshape([N, C, H, 1, W, 1])
+        x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
+        x = x.reshape([N, C, H * upy, W * upx])  # [N, C, H*up, W*up]
 
-    # 2. Pad (positive) and crop (negative).
-    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
+    # 2. Pad (positive) and crop (negative). Equal non-negative padding per axis is left to the conv,
+    # which pads without a padded copy of x (and keeps its memory format).
+    conv_pad = (py0, px0) if px0 == px1 >= 0 and py0 == py1 >= 0 else (0, 0)
+    if conv_pad == (0, 0) and any(p != 0 for p in (px0, px1, py0, py1)):
+        x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+        x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
 
     # 3. Filter: conv2d correlates, so flip unless flip_filter asks for correlation.
     f = f.to(x.dtype) * (gain ** (f.ndim / 2))
@@ -232,10 +236,14 @@ def _upfirdn2d_ref(x, f, up, down, pad, flip_filter, gain):
         f = f.flip(list(range(f.ndim)))
     if f.ndim == 2:
         weight = f[None, None].expand([C, 1, *f.shape])  # [C, 1, fh, fw]
-        x = F.conv2d(x, weight, groups=C)
+        x = F.conv2d(x, weight, padding=conv_pad, groups=C)
     else:
-        x = F.conv2d(x, f[None, None, None, :].expand([C, 1, 1, f.shape[0]]), groups=C)  # along x
-        x = F.conv2d(x, f[None, None, :, None].expand([C, 1, f.shape[0], 1]), groups=C)  # along y
+        x = F.conv2d(
+            x, f[None, None, None, :].expand([C, 1, 1, f.shape[0]]), padding=(0, conv_pad[1]), groups=C
+        )  # along x
+        x = F.conv2d(
+            x, f[None, None, :, None].expand([C, 1, f.shape[0], 1]), padding=(conv_pad[0], 0), groups=C
+        )  # along y
 
     # 4. Downsample.
     return x[:, :, ::downy, ::downx]
