@@ -18,7 +18,8 @@ os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')
 import click  # noqa: E402
 
 from torch_utils import threads as threads_lib  # noqa: E402
-from training import config, launch, run_dir  # noqa: E402
+from training.loop import run_dir  # noqa: E402
+from training.options import config, launch  # noqa: E402
 
 
 def _flags(**kw) -> dict:

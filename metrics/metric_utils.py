@@ -229,7 +229,7 @@ def fake_classes(opts: MetricOptions, items: list[int]) -> torch.Tensor | None:
     """One-hot class of each fake item of a class-conditional G [len(items), c_dim] (None when unconditional):
     the class of a random real item (seeded by opts.seed), so fakes follow the dataset's class distribution
     (FID against all reals; a dataset restricted to one class, `only_class`, gives fakes of that class)."""
-    from training.generator import one_hot_classes
+    from training.networks.generator import one_hot_classes
 
     c_dim = getattr(opts.G, 'c_dim', 0)
     if c_dim == 0:

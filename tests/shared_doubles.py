@@ -93,3 +93,23 @@ class TinyFeatureNet(torch.nn.Module):
     def forward(self, images):
         x = torch.nn.functional.adaptive_avg_pool2d(images.float() / 127.5 - 1, 4).flatten(1)
         return torch.tanh(self.proj(x))
+
+
+def naive_modulated_conv(
+    x, weight, styles, up=1, padding=0, resample_filter=None, demodulate=True, flip_weight=True
+):
+    """StyleGAN2's modulated conv the slow, obvious way, as the reference of G's two fast forms: each
+    sample's own weight w'_{o,i} = w_{o,i} s_i (divided by ||w'_o|| when demodulating), one conv per sample."""
+    from torch_utils.ops import conv2d_resample
+
+    out = []
+    for n in range(x.shape[0]):
+        w = weight * styles[n].reshape(1, -1, 1, 1)  # [Cout, Cin, kh, kw]
+        if demodulate:
+            w = w * (w.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).rsqrt()
+        out.append(
+            conv2d_resample.conv2d_resample(
+                x[n : n + 1], w, resample_filter, up, 1, padding, flip_weight=flip_weight
+            )
+        )
+    return torch.cat(out)

@@ -180,7 +180,7 @@ def test_camera_prior_flag_picks_the_dataset_poses_or_the_fit(tmp_path):
 
 def test_training_options_are_the_options_the_derived_kwargs_and_the_run(setup):
     """Every key of training_options.json has one source: an option as resolved, derived, or the run's."""
-    from training import config, derive, launch
+    from training.options import config, derive, launch
 
     c = _dry_run(setup, '--beta-end', '0.7')
     assert set(c) == set(config.DEFAULTS) | set(derive.DERIVED_KEYS) - {'class_names'} | set(launch.RUN_KEYS)

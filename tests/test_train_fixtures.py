@@ -115,7 +115,7 @@ def cli_args(setup: dict, *extra) -> list:
 def ddp_worker(c: dict, out_dir: str) -> None:
     """Run by distributed.spawn in each rank: train, then save this rank's final weights for comparison."""
     from torch_utils import distributed
-    from training import training_loop
+    from training.loop import training_loop
 
     info = distributed.get_info()
     s = training_loop.training_loop(c, rank=info.rank, world_size=info.world_size, device=info.device)
@@ -128,8 +128,8 @@ def ddp_worker(c: dict, out_dir: str) -> None:
 def tiny_train_state(G, optimizers: dict, rank: int = 0, world_size: int = 1, **c):
     """A TrainState as training_loop.setup makes it, holding only G and its optimizers (snapshot unit tests)."""
     import dnnlib
-    from training import run_dir, train_step
-    from training.train_state import TrainState
+    from training.loop import run_dir, train_step
+    from training.loop.train_state import TrainState
 
     c = dnnlib.EasyDict(dict(seed=0, run_dir=None), **c)
     return TrainState(

@@ -14,7 +14,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from training import cameras, config
+from training import cameras
 from training.dataset_labels import (  # noqa: F401 (re-exported: the dataset's public API)
     LABEL_LENGTHS,
     DatasetError,
@@ -24,6 +24,7 @@ from training.dataset_labels import (  # noqa: F401 (re-exported: the dataset's 
     parse_classes,
     parse_labels,
 )
+from training.options import config
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
 BACKGROUNDS = dict(white=(255, 255, 255), black=(0, 0, 0), gray=(128, 128, 128))

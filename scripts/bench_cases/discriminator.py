@@ -12,8 +12,8 @@ import time
 import torch
 
 from training.augment import AugmentPipe
-from training.discriminator import PatchDiscriminator
 from training.loss import r1_penalty
+from training.networks.discriminator import PatchDiscriminator
 from training.patches import make_patch_sampler
 
 PAPER_D = dict(img_resolution=256, patch_resolution=64)
