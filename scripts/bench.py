@@ -91,6 +91,34 @@ def run_case(name, fn, args) -> dict:
     )
 
 
+# Where a checkout from before the package layout kept the modules the cases import (today's name -> then).
+FLAT_LAYOUT = {
+    'training.options': 'training', 'training.loop': 'training', 'training.networks': 'training', 'export': 'training',
+    'training.options.config': 'training.config', 'training.options.derive': 'training.derive',
+    'training.loop.train_step': 'training.train_step', 'training.loop.training_loop': 'training.training_loop',
+    'training.networks.generator': 'training.generator', 'training.networks.discriminator': 'training.discriminator',
+    'export.generate': 'training.export_gen', 'export.geometry': 'training.geometry',
+}  # fmt: skip
+
+
+def alias_flat_layout(code_root: str) -> None:
+    """--code-root of an older checkout (every module flat in training/): the cases' imports of today's
+    packages find its modules under their old names."""
+    if os.path.isdir(os.path.join(code_root, 'training', 'options')):
+        return
+    import importlib
+
+    for new, old in FLAT_LAYOUT.items():
+        if old == 'training':
+            sys.modules[new] = type(sys)(new)  # an empty package; its modules are set below
+    for new, old in FLAT_LAYOUT.items():
+        if old != 'training':
+            module = importlib.import_module(old)
+            sys.modules[new] = module
+            package, _, short = new.rpartition('.')
+            setattr(sys.modules[package], short, module)
+
+
 @click.command()
 @click.option(
     '--case', 'pattern', default='.*', show_default=True, help='Regex selecting cases by name (re.search).'
@@ -150,6 +178,7 @@ def main(pattern, device, repeat, threads, malloc, wait_policy, isolate, list_on
         sys.path.insert(0, os.path.abspath(code_root))
         for name in [m for m in sys.modules if m.split('.')[0] in ('torch_utils', 'dnnlib')]:
             del sys.modules[name]
+        alias_flat_layout(code_root)
     cases = discover_cases()
     selected = [name for name in cases if re.search(pattern, name)]
     if list_only:

@@ -1,4 +1,4 @@
-"""Functions run inside the ranks of tests/torch_utils/test_distributed.py (module level, so `spawn` can pickle them).
+"""Functions run inside the ranks of tests/torch_utils/test_distributed.py (module level: `spawn` pickles them).
 
 Also runnable as a script under torchrun: `torchrun --nproc_per_node 2 tests/_dist_worker.py OUT_DIR`.
 """

@@ -99,7 +99,7 @@ def naive_modulated_conv(
     x, weight, styles, up=1, padding=0, resample_filter=None, demodulate=True, flip_weight=True
 ):
     """StyleGAN2's modulated conv the slow, obvious way, as the reference of G's two fast forms: each
-    sample's own weight w'_{o,i} = w_{o,i} s_i (divided by ||w'_o|| when demodulating), one conv per sample."""
+    sample's own weight w'_{o,i} = w_{o,i} s_i (divided by ||w'_o|| when demodulating), one conv each."""
     from torch_utils.ops import conv2d_resample
 
     out = []

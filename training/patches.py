@@ -132,7 +132,7 @@ class BetaPatchSampler(PatchSampler):
         img_resolution: int,  # R: full image resolution.
         patch_resolution: int,  # r: patch resolution.
         *,
-        beta_end: float,  # beta(T), the --beta-end option (its default, the paper's, is in training/options/config.py).
+        beta_end: float,  # beta(T): the --beta-end option (default in training/options/config.py).
         anneal_kimg: float,  # T in kimg, the --anneal-kimg option.
         beta_start: float = 0.001,  # beta(0): ~0 puts almost all mass at s = 1 (whole image).
         pixel_aligned: bool = False,  # Snap offsets to image pixel edges.

@@ -30,7 +30,7 @@ MODULE_NAMES = TrainState.MODULES
 PROGRESS_KEYS = Progress.KEYS
 REQUIRED_KEYS = ('modules', 'optimizers', 'progress', 'rng')
 # Constructor kwargs that only trade memory for time (equal results), by stable class name: a resume may
-# differ in them, since the memory budget of the machine that resumes decides them (training/options/derive.py).
+# differ in them: the memory budget of the machine that resumes decides them (training/options/derive.py).
 RESUME_MAY_CHANGE = {'pgrf.Generator': ('ray_chunk', 'point_chunk', 'checkpoint_res', 'checkpoint_decode')}
 
 

@@ -1,4 +1,4 @@
-"""The synthesis network of G: w -> tri-planes (StyleGAN2 modulated convs, noise inputs, skip architecture, fp32).
+"""G's synthesis network: w -> tri-planes (StyleGAN2 modulated convs, noise inputs, skip architecture).
 
 The planes it makes are read by the tri-plane field (training/networks/triplane.py).
 """
