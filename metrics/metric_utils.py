@@ -298,7 +298,7 @@ def fake_cameras(opts: MetricOptions, num_items: int) -> Camera:
     return make_camera_prior(kind, dataset=dataset, **kwargs).sample(num_items, generator=generator)
 
 
-# Deliberately separate from training/export_utils.to_uint8: StyleGAN's metric quantisation (floor of
+# Deliberately separate from export/utils.py:to_uint8: StyleGAN's metric quantisation (floor of
 # x * 127.5 + 128, i.e. round half up), kept as uint8 [N, C, H, W] on the device for the feature network.
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
     """[-1, 1] float -> uint8 values in [0, 255] (rounded half up; saved images differ only on exact ties)."""
