@@ -165,3 +165,23 @@ def assert_same_training_state(a: dict, b: dict) -> None:
     assert ta.keys() == tb.keys()
     for key in ta:
         assert torch.equal(ta[key], tb[key]), key
+
+
+def setup_train_state(setup: dict, flags: dict | None = None):
+    """training_loop.setup of a make_tiny_setup() run (run directory made), ready for train_step."""
+    from training.loop import training_loop
+    from training.options import launch
+
+    c = launch.resolve_training_options(
+        outdir=setup['outdir'], cfg=setup['cfg'], data=setup['data'], gpus=1, resume=None, seed=0, desc=None,
+        flags=flags or {},
+    )  # fmt: skip
+    launch._prepare_run_dir(c)
+    return training_loop.setup(c, rank=0, world_size=1, device='cpu')
+
+
+def take_step(s) -> None:
+    """One training step as the loop takes it."""
+    from training.loop import train_step, training_loop
+
+    train_step.train_step(s, training_loop.next_real_batches(s), training_loop.generator_kwargs(s))

@@ -15,11 +15,10 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from test_train_fixtures import make_tiny_setup
+from test_train_fixtures import make_tiny_setup, setup_train_state, take_step
 
 from training import patches
 from training.loop import train_step, training_loop
-from training.options import launch
 
 REAL_RGB = (200, 30, 30)  # every real disc is this red, on white
 
@@ -34,16 +33,7 @@ def _state(tmp_path, red=False, **overrides):
                 img = np.array(PIL.Image.open(path))
                 img[(img != 255).any(axis=-1)] = REAL_RGB
                 PIL.Image.fromarray(img).save(path)
-    c = launch.resolve_training_options(
-        outdir=setup['outdir'], cfg=setup['cfg'], data=setup['data'], gpus=1, resume=None, seed=0, desc=None,
-        flags={},
-    )  # fmt: skip
-    launch._prepare_run_dir(c)
-    return training_loop.setup(c, rank=0, world_size=1, device='cpu')
-
-
-def _step(s):
-    train_step.train_step(s, training_loop.next_real_batches(s), training_loop.generator_kwargs(s))
+    return setup_train_state(setup)
 
 
 def _params(module):
@@ -53,7 +43,7 @@ def _params(module):
 def test_one_step_changes_every_part_of_G_and_D(tmp_path):
     s = _state(tmp_path)
     before = {name: _params(getattr(s, name)) for name in ('G', 'D')}
-    _step(s)
+    take_step(s)
     for name, old in before.items():
         new = _params(getattr(s, name))
         changed = {k.split('.')[0] for k in old if not torch.equal(old[k], new[k])}
@@ -65,10 +55,10 @@ def test_one_step_changes_every_part_of_G_and_D(tmp_path):
 @pytest.mark.parametrize('ema_rampup', [None, 0.05])
 def test_G_ema_moves_toward_G_by_exactly_the_configured_beta(tmp_path, ema_rampup):
     s = _state(tmp_path, ema_kimg=0.01, ema_rampup=ema_rampup)
-    _step(s)  # cur_nimg 0 -> 4
+    take_step(s)  # cur_nimg 0 -> 4
     ema_before = _params(s.G_ema)
     cur_nimg = s.progress.cur_nimg
-    _step(s)
+    take_step(s)
     ema_nimg = 10.0 if ema_rampup is None else min(10.0, cur_nimg * ema_rampup)
     beta = 0.5 ** (4 / ema_nimg)  # half-life ema_kimg: beta = 0.5^(batch / ema_nimg)
     assert 0 < beta < 1
@@ -124,7 +114,7 @@ def test_lazy_r1_gradient_and_adjusted_adam_are_what_the_optimizer_uses(tmp_path
     try:
         s.D.train()
         for _ in range(k + 1):
-            _step(s)
+            take_step(s)
     finally:
         train_step.run_phase = original
     assert [step for step, name in ran if name == 'Dreg'] == [0, k]
@@ -144,7 +134,7 @@ def test_D_is_conditioned_on_the_patch_parameters_that_made_its_inputs(tmp_path,
         s.D, 'forward', lambda img, p, *a, **kw: (seen.append(p), D_forward(img, p, *a, **kw))[1]
     )
     s.progress.cur_nimg = 60  # mid-way through the 100-image scale annealing: scales below 1
-    _step(s)  # Gmain (fake), Dmain (fake, real), Dreg (real)
+    take_step(s)  # Gmain (fake), Dmain (fake, real), Dreg (real)
     assert len(crops) == 1 and len(renders) == 2 and len(seen) == 4
     assert torch.equal(seen[0], renders[0]) and torch.equal(seen[1], renders[1])  # fakes
     assert torch.equal(seen[2], crops[0]) and torch.equal(seen[3], crops[0])  # reals
@@ -184,10 +174,10 @@ def test_a_tiny_run_pulls_G_ema_toward_the_reals_and_D_separates_them(tmp_path):
     start = _redness(s, s.G_ema)
     gap0 = _real_minus_fake_score(s, G_init)
     for _ in range(8):
-        _step(s)
+        take_step(s)
     gap = _real_minus_fake_score(s, G_init)  # the fakes D saw first: it must have learned to reject them
     for _ in range(12):
-        _step(s)
+        take_step(s)
     end = _redness(s, s.G_ema)
     # Measured: start -0.02, end +0.39 (reals +0.46); a loop without steps or EMA stays at the start.
     reals = torch.stack([torch.as_tensor(s.dataset[i][0]) for i in range(len(s.dataset))]).float() / 127.5 - 1

@@ -3,31 +3,20 @@
 import dataclasses
 
 import pytest
-from test_train_fixtures import make_tiny_setup
+from test_train_fixtures import make_tiny_setup, setup_train_state, take_step
 
-from training.loop import train_step, training_loop
+from training.loop import training_loop
 from training.loop.train_state import TrainState
-from training.options import launch
 
 
 def _setup(tmp_path, flags=None, **overrides):
-    setup = make_tiny_setup(tmp_path, **overrides)
-    c = launch.resolve_training_options(
-        outdir=setup['outdir'], cfg=setup['cfg'], data=setup['data'], gpus=1, resume=None, seed=0, desc=None,
-        flags=flags or {},
-    )  # fmt: skip
-    launch._prepare_run_dir(c)
-    return training_loop.setup(c, rank=0, world_size=1, device='cpu')
-
-
-def _step(s):
-    train_step.train_step(s, training_loop.next_real_batches(s), training_loop.generator_kwargs(s))
+    return setup_train_state(make_tiny_setup(tmp_path, **overrides), flags)
 
 
 def test_setup_fills_the_declared_fields_and_a_step_adds_none(tmp_path):
     s = _setup(tmp_path)  # the tiny preset: ADA on, so every optional part exists
     try:
-        _step(s)
+        take_step(s)
         declared = {f.name for f in dataclasses.fields(TrainState)}
         assert set(vars(s)) == declared  # no module keeps state of its own on the TrainState
         unset = {name for name in declared if getattr(s, name) is None}
@@ -59,7 +48,7 @@ def test_setup_fills_the_declared_fields_and_a_step_adds_none(tmp_path):
 def test_what_the_dry_run_accepts_builds_and_trains(tmp_path, flags, overrides):
     s = _setup(tmp_path, flags, **overrides)
     try:
-        _step(s)
+        take_step(s)
         assert s.progress.batch_idx == 1
     finally:
         training_loop.teardown(s)
