@@ -24,8 +24,8 @@ if 'torch' not in sys.modules:
 import dnnlib  # noqa: E402
 from metrics import metric_main  # noqa: E402
 from torch_utils import checkpoint, distributed  # noqa: E402
-from training import run_dir as run_dirs  # noqa: E402
 from training.dataset import DatasetError, load_dataset_preset  # noqa: E402
+from training.loop import run_dir as run_dirs  # noqa: E402
 
 DATASET_CLASS = 'training.dataset.ImageFolderDataset'
 

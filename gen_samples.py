@@ -23,13 +23,13 @@ if 'torch' not in sys.modules:
     threads.configure()
 
 import dnnlib  # noqa: E402
+from export import commands, generate, geometry, utils  # noqa: E402
 from torch_utils import checkpoint  # noqa: E402
-from training import export_commands, export_gen, export_utils, geometry  # noqa: E402
 
 
 def _seeds(ctx, param, value):
     try:
-        return export_utils.parse_seeds(value)
+        return utils.parse_seeds(value)
     except ValueError as err:
         raise click.BadParameter(str(err)) from None
 
@@ -85,12 +85,12 @@ def run(
 ):
     """Load, resolve cameras, run one export command; every user mistake ends as one click error line."""
     try:
-        export_gen.check_device(device)
+        generate.check_device(device)
         G, options = checkpoint.load_network(network, 'G_ema', device, with_options=True)
-        class_index = export_gen.resolve_class(G, options, class_name)
+        class_index = generate.resolve_class(G, options, class_name)
         cameras = None  # meshes need no camera
-        if command is not export_commands.mesh:
-            cameras = export_gen.camera_settings(options, dataset_preset, radius, fov)
+        if command is not commands.mesh:
+            cameras = generate.camera_settings(options, dataset_preset, radius, fov)
         mult = kwargs.pop('samples_mult', 1)
         render_kwargs = dict(num_samples_multiplier=mult) if mult != 1 else {}
         cfg = dnnlib.EasyDict(
@@ -99,7 +99,7 @@ def run(
         )  # fmt: skip
         os.makedirs(outdir, exist_ok=True)
         result = command(G, cfg, seeds, outdir, device=device, **kwargs)
-    except (export_gen.ExportError, checkpoint.CheckpointError, geometry.EmptyIsosurfaceError) as err:
+    except (generate.ExportError, checkpoint.CheckpointError, geometry.EmptyIsosurfaceError) as err:
         raise click.ClickException(str(err)) from None
     click.echo(f'wrote {len(result)} files to {outdir}')
 
@@ -124,7 +124,7 @@ samples_option = click.option(
     show_default=True,
     help='Multiply the samples per ray (smoother renders, proportionally slower).',
 )
-trajectory_choice = click.Choice(sorted(export_gen.cams.TRAJECTORIES))
+trajectory_choice = click.Choice(sorted(generate.cams.TRAJECTORIES))
 
 
 @click.group()
@@ -141,7 +141,7 @@ def main():
 @click.option('--grid/--no-grid', default=True, show_default=True, help='Also write a grid of all images.')
 def images(**kw):
     """Per-seed PNGs (one per view) and a grid."""
-    run(export_commands.images, **kw)
+    run(commands.images, **kw)
 
 
 @main.command()
@@ -154,7 +154,7 @@ def images(**kw):
 @click.option('--grid-cols', type=click.IntRange(min=1), default=None, help='Columns of the seed grid.')
 def video(**kw):
     """An mp4 along a camera trajectory: one seed, or a grid of seeds."""
-    run(export_commands.video, **kw)
+    run(commands.video, **kw)
 
 
 @main.command()
@@ -175,7 +175,7 @@ def interp(**kw):
         raise click.BadParameter(
             'interpolation needs at least two seeds, e.g. --seeds 0,1', param_hint='--seeds'
         )
-    run(export_commands.interp, **kw)
+    run(commands.interp, **kw)
 
 
 @main.command()
@@ -188,7 +188,7 @@ def depth(**kw):
 
     Depth is the expected distance along each pixel's ray (world units), opacity the accumulated alpha.
     """
-    run(export_commands.depth, **kw)
+    run(commands.depth, **kw)
 
 
 def _crop(ctx, param, value):
@@ -234,7 +234,7 @@ def _crop(ctx, param, value):
 )
 def geometry_cmd(**kw):
     """Marching-cubes meshes with vertex colours (.ply/.obj/.glb), stats (.json) and a PNG render."""
-    run(export_commands.mesh, **kw)
+    run(commands.mesh, **kw)
 
 
 if __name__ == '__main__':

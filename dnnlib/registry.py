@@ -15,14 +15,14 @@ import importlib
 
 # fmt: off
 _BUILTIN = (
-    # stable name               where it lives now                       older names files may hold
-    ('pgrf.Generator',          'training.generator.Generator',          ('training.generator.Generator',)),
-    ('pgrf.Discriminator',      'training.discriminator.PatchDiscriminator', ('training.discriminator.PatchDiscriminator',)),
-    ('pgrf.AugmentPipe',        'training.augment.AugmentPipe',          ('training.augment.AugmentPipe',)),
-    ('pgrf.AdaController',      'training.augment.AdaController',        ('training.augment.AdaController',)),
-    ('pgrf.PatchLoss',          'training.loss.PatchLoss',               ('training.loss.PatchLoss',)),
-    ('pgrf.ImageFolderDataset', 'training.dataset.ImageFolderDataset',   ('training.dataset.ImageFolderDataset',)),
-    ('pgrf.make_camera_prior',  'training.cameras.make_camera_prior',    ('training.cameras.make_camera_prior',)),
+    # stable name               where it lives now (also accepted)                    older paths files may hold
+    ('pgrf.Generator',          'training.networks.generator.Generator',              ('training.generator.Generator',)),
+    ('pgrf.Discriminator',      'training.networks.discriminator.PatchDiscriminator', ('training.discriminator.PatchDiscriminator',)),
+    ('pgrf.AugmentPipe',        'training.augment.AugmentPipe',                       ()),
+    ('pgrf.AdaController',      'training.augment.AdaController',                     ()),
+    ('pgrf.PatchLoss',          'training.loss.PatchLoss',                            ()),
+    ('pgrf.ImageFolderDataset', 'training.dataset.ImageFolderDataset',                ()),
+    ('pgrf.make_camera_prior',  'training.cameras.make_camera_prior',                 ()),
 )
 # fmt: on
 
@@ -46,7 +46,8 @@ def register(name: str, target, aliases=()) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f'registry name must be a non-empty string, got {name!r}')
     _targets[name] = target
-    for alias in (name, *aliases):
+    where_now = (target,) if isinstance(target, str) else ()  # its current import path is accepted too
+    for alias in (name, *where_now, *aliases):
         _aliases[alias] = name
 
 

@@ -62,7 +62,7 @@ def foreground_opacity(out, camera: Camera, G) -> torch.Tensor:
 
     `out` must be rendered `within_ray_bounds(G)` (nonflat and mvc do), so background pixels are
     transparent whatever the preset; this also drops an opaque backdrop at the end of the rays. Checked
-    with the real Generator at every preset's bounds (tests/test_metrics_real_generator.py).
+    with the real Generator at every preset's bounds (tests/metrics/test_metrics_real_generator.py).
     """
     far = background_depth(G, camera)
     return out.opacity * (out.depth < far[:, None, None, None]).to(out.opacity.dtype)
@@ -190,7 +190,7 @@ def closest_sample(opts, dataset, items: list[int], latents: torch.Tensor, views
 def extract_sample_mesh(opts, z: torch.Tensor, grid_resolution: int, item: int = 0):
     """Marching-cubes mesh (vertices, faces) of G's density for latent z of fake item `item` (the export's
     extraction; the item gives a conditional G its class)."""
-    from training import geometry
+    from export import geometry
 
     trunc = {k: v for k, v in opts.G_kwargs.items() if k.startswith('truncation')}
     with torch.no_grad():

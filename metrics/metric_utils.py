@@ -144,9 +144,6 @@ class FeatureStats:
         self.num_items, self.num_features = 0, None
         self.all_features, self.raw_sum, self.raw_outer = [], None, None
 
-    def is_full(self) -> bool:
-        return self.max_items is not None and self.num_items >= self.max_items
-
     def append(self, x) -> None:
         x = np.asarray(x, dtype=np.float32)
         assert x.ndim == 2, f'features must be [N, D], got {list(x.shape)}'
@@ -232,7 +229,7 @@ def fake_classes(opts: MetricOptions, items: list[int]) -> torch.Tensor | None:
     """One-hot class of each fake item of a class-conditional G [len(items), c_dim] (None when unconditional):
     the class of a random real item (seeded by opts.seed), so fakes follow the dataset's class distribution
     (FID against all reals; a dataset restricted to one class, `only_class`, gives fakes of that class)."""
-    from training.generator import one_hot_classes
+    from training.networks.generator import one_hot_classes
 
     c_dim = getattr(opts.G, 'c_dim', 0)
     if c_dim == 0:
@@ -301,7 +298,7 @@ def fake_cameras(opts: MetricOptions, num_items: int) -> Camera:
     return make_camera_prior(kind, dataset=dataset, **kwargs).sample(num_items, generator=generator)
 
 
-# Deliberately separate from training/export_utils.to_uint8: StyleGAN's metric quantisation (floor of
+# Deliberately separate from export/utils.py:to_uint8: StyleGAN's metric quantisation (floor of
 # x * 127.5 + 128, i.e. round half up), kept as uint8 [N, C, H, W] on the device for the feature network.
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
     """[-1, 1] float -> uint8 values in [0, 255] (rounded half up; saved images differ only on exact ties)."""

@@ -32,8 +32,8 @@ M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 def setup_allocator(mode: str) -> str:
     """Choose how large CPU tensors get their memory; call before torch allocates anything.
 
-    Large tensors are mmapped fresh by glibc and page-faulted 4 KB at a time at every step (DESIGN.md
-    measured about half of G's CPU time there). 'thp' makes PyTorch's CPU allocator request transparent
+    Large tensors are mmapped fresh by glibc and page-faulted 4 KB at a time at every step (about half
+    of G's CPU time, measured on a 2-core CPU). 'thp' makes PyTorch's CPU allocator request transparent
     huge pages (THP_MEM_ALLOC_ENABLE=1; 2 MB pages: ~24x fewer faults on a 268 MB activation, same peak
     memory); 'heap' disables glibc's mmap so freed blocks are reused (fewer faults, but fragmentation
     raised the peak resident memory by 1.7-3x in our measurements); 'default' changes nothing.
@@ -89,6 +89,34 @@ def run_case(name, fn, args) -> dict:
         host=platform.node(),
         cpu_count=os.cpu_count(),
     )
+
+
+# Where a checkout from before the package layout kept the modules the cases import (today's name -> then).
+FLAT_LAYOUT = {
+    'training.options': 'training', 'training.loop': 'training', 'training.networks': 'training', 'export': 'training',
+    'training.options.config': 'training.config', 'training.options.derive': 'training.derive',
+    'training.loop.train_step': 'training.train_step', 'training.loop.training_loop': 'training.training_loop',
+    'training.networks.generator': 'training.generator', 'training.networks.discriminator': 'training.discriminator',
+    'export.generate': 'training.export_gen', 'export.geometry': 'training.geometry',
+}  # fmt: skip
+
+
+def alias_flat_layout(code_root: str) -> None:
+    """--code-root of an older checkout (every module flat in training/): the cases' imports of today's
+    packages find its modules under their old names."""
+    if os.path.isdir(os.path.join(code_root, 'training', 'options')):
+        return
+    import importlib
+
+    for new, old in FLAT_LAYOUT.items():
+        if old == 'training':
+            sys.modules[new] = type(sys)(new)  # an empty package; its modules are set below
+    for new, old in FLAT_LAYOUT.items():
+        if old != 'training':
+            module = importlib.import_module(old)
+            sys.modules[new] = module
+            package, _, short = new.rpartition('.')
+            setattr(sys.modules[package], short, module)
 
 
 @click.command()
@@ -150,6 +178,7 @@ def main(pattern, device, repeat, threads, malloc, wait_policy, isolate, list_on
         sys.path.insert(0, os.path.abspath(code_root))
         for name in [m for m in sys.modules if m.split('.')[0] in ('torch_utils', 'dnnlib')]:
             del sys.modules[name]
+        alias_flat_layout(code_root)
     cases = discover_cases()
     selected = [name for name in cases if re.search(pattern, name)]
     if list_only:

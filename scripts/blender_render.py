@@ -7,7 +7,7 @@ Writes `out/plant/<mesh stem>/<view>.png` (RGBA, transparent film) and `out/plan
 (25-float labels, docs/conventions.md); then `dataset_tool.py convert --source out/plant --dest
 plants.zip --resolution 256` makes the training zip. Needs Blender >= 3.6 (bundled Python + numpy);
 it cannot run in this repository's tests, which check its pure-numpy camera code instead
-(tests/test_render.py::test_blender_cameras_match_ours).
+(tests/scripts/test_render.py::test_blender_cameras_match_ours).
 
 Frames: our world is +y up, Blender's is +z up; BLENDER_FROM_OURS rotates ours into Blender's
 (our front camera on +z lands on Blender's -y, its "front" view). Blender cameras look down their

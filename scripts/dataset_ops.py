@@ -1,4 +1,4 @@
-"""The dataset tool's building blocks (pure functions, tested in tests/test_dataset_tool.py):
+"""The dataset tool's building blocks (pure functions, tested in tests/scripts/test_dataset_tool.py):
 image crop/pad/resize with the matching intrinsics update, nerfstudio pose conversion, pose statistics
 and the pose-distribution plot."""
 

@@ -15,7 +15,7 @@ import click
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from training import run_dir as run_dir_lib  # noqa: E402
+from training.loop import run_dir as run_dir_lib  # noqa: E402
 
 SIZE, MARGIN = (640, 400), (70, 30, 30, 50)  # image size; left, top, right, bottom margins
 

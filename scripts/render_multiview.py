@@ -4,7 +4,7 @@ The Megascans protocol of the paper (App. D.1): each mesh is scaled into [-1, 1]
 uniformly on a sphere of radius 3.5 (below the object included) and look at the origin, fov 45 deg.
 The VTK camera is set from our OpenCV cam2world so that it is exactly our pinhole model:
 position = camera centre, focal point = centre + forward (column 2), view-up = -down (minus
-column 1), view angle = the vertical fov. tests/test_render.py checks the projection of a box.
+column 1), view angle = the vertical fov. tests/scripts/test_render.py checks the projection of a box.
 
 Offscreen rendering uses EGL (`VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow`, set here unless the
 user set another window class); on machines without EGL, OSMesa builds of VTK

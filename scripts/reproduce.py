@@ -36,7 +36,8 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, 'scripts')]
 import reproduce_eval  # noqa: E402
 import reproduce_report  # noqa: E402
 
-from training import config, run_dir  # noqa: E402
+from training.loop import run_dir  # noqa: E402
+from training.options import config  # noqa: E402
 
 # The options an arm may change. The reference arm of every experiment has the preset's values of all of them.
 ABLATED = ('patch_dist', 'hyper_mod', 'hyper_mod_mode', 'patch_cond', 'patch_res')

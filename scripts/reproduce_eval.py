@@ -64,7 +64,7 @@ def fid_and_swd(opts, num_items: int, with_fid: bool) -> tuple[float | None, flo
     fakes (single process).
 
     The protocols of metric_main.fid_full and metric_main.sliced_wasserstein (same items, cameras, seeds and
-    descriptors; tests/test_reproduce.py checks the parity), but the fakes, the larger part of a CPU
+    descriptors; tests/scripts/test_reproduce.py checks the parity), but the fakes, the larger part of a CPU
     evaluation, are rendered once instead of twice. Like SWD, it never takes more fakes than there are reals.
     FID of a few hundred fakes is biased upwards (the fakes' 2048-d covariance): compare arms only.
     """

@@ -1,4 +1,4 @@
-"""Functions run inside the ranks of tests/test_distributed.py (module level, so `spawn` can pickle them).
+"""Functions run inside the ranks of tests/torch_utils/test_distributed.py (module level: `spawn` pickles them).
 
 Also runnable as a script under torchrun: `torchrun --nproc_per_node 2 tests/_dist_worker.py OUT_DIR`.
 """
@@ -88,7 +88,7 @@ def check_rng_snapshot():
     """A snapshot holds every rank's RNG state; restoring it gives each rank its own stream back."""
     from test_train_fixtures import tiny_train_state
 
-    from training import snapshots
+    from training.loop import snapshots
 
     rank = distributed.get_rank()
     misc.set_seed(1000 + rank)
@@ -107,7 +107,7 @@ def check_rng_snapshot():
 def check_gradient_average():
     """reduce_gradients averages: two ranks, each on its half of a batch, get exactly the gradient of one
     process on the whole batch (a summed all-reduce would give twice that; ranks agreeing proves neither)."""
-    from training import train_step
+    from training.loop import train_step
 
     info = distributed.get_info()
     rank, dev = info.rank, info.device  # gloo on the CPU, or NCCL on cuda:<rank> (the gpu-marked twin)

@@ -15,7 +15,7 @@ import calc_metrics
 from metrics import metric_main
 from torch_utils import checkpoint
 from training.cameras import angles_to_camera
-from training.generator import Generator
+from training.networks.generator import Generator
 
 TINY = dict(
     z_dim=8, w_dim=8, img_resolution=16, patch_resolution=4, plane_resolution=16, plane_channels=4,
@@ -136,7 +136,7 @@ def test_training_loop_and_cli_agree_on_a_trained_snapshot(tmp_path, monkeypatch
     from test_train_fixtures import cli_args, make_tiny_setup
 
     import train
-    from training import run_dir as run_dirs
+    from training.loop import run_dir as run_dirs
 
     monkeypatch.setenv('PGRF_CACHE_DIR', str(tmp_path / 'cache'))
     # One tick of 16 images, so one snapshot evaluated once (snap is counted from tick 0). SWD on the 12

@@ -9,8 +9,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from shared_doubles import TinyFeatureNet
 from test_calc_metrics import _make_dataset
-from test_metrics_pipeline import TinyFeatureNet
 
 import calc_metrics
 from metrics import frechet, image_set, metric_main

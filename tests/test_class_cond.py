@@ -9,7 +9,7 @@ import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
-from test_gen_samples import TINY as TINY_G
+from shared_doubles import TINY_G
 from test_train_fixtures import add_classes, cli_args, make_tiny_dataset, make_tiny_setup
 
 import calc_metrics
@@ -17,10 +17,12 @@ import dnnlib
 import gen_samples
 import train
 from torch_utils import checkpoint
-from training import cameras, data_iter, launch, run_dir, train_step, training_loop
+from training import cameras
 from training.dataset import DatasetError, ImageFolderDataset
-from training.discriminator import PatchDiscriminator
-from training.generator import Generator, one_hot_classes
+from training.loop import data_iter, run_dir, train_step, training_loop
+from training.networks.discriminator import PatchDiscriminator
+from training.networks.generator import Generator, one_hot_classes
+from training.options import launch
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
 TINY_D = dict(

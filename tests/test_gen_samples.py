@@ -7,17 +7,13 @@ import torch
 import trimesh
 from click.testing import CliRunner
 from PIL import Image
+from shared_doubles import TINY_G
 
 import gen_samples
+from export import generate, geometry, utils
 from torch_utils import checkpoint
-from training import export_gen, export_utils, geometry
-from training.generator import Generator
+from training.networks.generator import Generator
 
-TINY = dict(
-    z_dim=8, w_dim=8, img_resolution=16, patch_resolution=8, plane_resolution=16, plane_channels=4,
-    channel_base=64, channel_max=8, decoder_hidden=8, num_coarse=6, num_fine=6, scene_bounds=0.5,
-    ray_start=0.5, ray_end=1.5, checkpoint_res=None, density_shift=1.0,
-)  # fmt: skip
 PRESET = dict(
     radius=1.0, fov=50.0, camera_prior='normal', camera_prior_kwargs=dict(yaw_std=0.3, pitch_std=0.2)
 )
@@ -26,7 +22,7 @@ PRESET = dict(
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
     torch.manual_seed(0)
-    G = Generator(**TINY).eval()
+    G = Generator(**TINY_G).eval()
     with torch.no_grad():  # random decoder weights of unit scale: the field gets visible structure
         for p in G.decoder.parameters():
             p.normal_()
@@ -88,11 +84,11 @@ def test_images_sizes_above_and_below_training_resolution(tiny, tmp_path):
 def test_images_match_a_direct_generator_call(tiny, tmp_path):
     path, G = tiny
     ok('images', '--network', path, '--seeds', '3', '--outdir', tmp_path, '--trunc', 0.5, '--trunc-cutoff', 2)
-    z = export_utils.z_from_seed(3, G.z_dim)
-    camera = export_gen.cameras_from_angles(export_gen.CameraSettings(1.0, 50.0), 0.0, np.pi / 2)
+    z = utils.z_from_seed(3, G.z_dim)
+    camera = generate.cameras_from_angles(generate.CameraSettings(1.0, 50.0), 0.0, np.pi / 2)
     with torch.no_grad():
         out = G(z, camera, truncation_psi=0.5, truncation_cutoff=2, noise_mode='const')
-    expected = export_utils.to_uint8(out.image)[0]
+    expected = utils.to_uint8(out.image)[0]
     got = np.asarray(Image.open(tmp_path / 'images-seed0003.png'))
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
 
@@ -100,7 +96,7 @@ def test_images_match_a_direct_generator_call(tiny, tmp_path):
 def test_video_frame_count_and_grid(tiny, tmp_path):
     path, _ = tiny
     ok('video', '--network', path, '--seeds', '0', '--outdir', tmp_path, '--frames', 4, '--fps', 8)
-    assert export_utils.read_video(str(tmp_path / 'video-orbit-seed0000.mp4')).shape == (4, 16, 16, 3)
+    assert utils.read_video(str(tmp_path / 'video-orbit-seed0000.mp4')).shape == (4, 16, 16, 3)
     ok(
         'video',
         '--network',
@@ -116,7 +112,7 @@ def test_video_frame_count_and_grid(tiny, tmp_path):
         '--trajectory',
         'line',
     )
-    assert export_utils.read_video(str(tmp_path / 'video-line-seeds0_1_2_3.mp4')).shape == (3, 16, 16, 3)
+    assert utils.read_video(str(tmp_path / 'video-line-seeds0_1_2_3.mp4')).shape == (3, 16, 16, 3)
 
 
 def test_interp_frame_count(tiny, tmp_path):
@@ -134,7 +130,7 @@ def test_interp_frame_count(tiny, tmp_path):
         '--trajectory',
         'orbit',
     )
-    assert export_utils.read_video(str(tmp_path / 'interp-seeds0_1_2-orbit.mp4')).shape == (7, 16, 16, 3)
+    assert utils.read_video(str(tmp_path / 'interp-seeds0_1_2-orbit.mp4')).shape == (7, 16, 16, 3)
 
 
 def test_depth_files(tiny, tmp_path):
@@ -170,8 +166,8 @@ def test_geometry_mesh_loads_and_is_coloured_by_g(tiny, tmp_path):
         assert len(mesh.faces) > 0
         assert np.abs(mesh.vertices).max() <= G.scene_bounds + 1e-6
     # The colours are G's RGB at the vertices.
-    ws = export_gen.seeds_to_ws(G, [0])
-    planes = export_gen.synthesize(G, ws)
+    ws = generate.seeds_to_ws(G, [0])
+    planes = generate.synthesize(G, ws)
     verts = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32))[None]
     with torch.no_grad():
         rgb = G.query_points(planes, verts)[0][0]
@@ -206,16 +202,16 @@ def test_geometry_render_and_identical_files_for_identical_seeds(tiny, tmp_path)
 
 
 def test_foreground_rgba_is_straight_colour():
-    from training import export_commands
+    from export import commands
     from training.rendering import RenderOutput
 
     colour = torch.tensor([0.5, -0.5, 0.0])[None, :, None, None].expand(1, 3, 2, 2)  # [1, 3, 2, 2]
     alpha = torch.tensor([[1.0, 0.5], [0.25, 0.0]])[None, None]  # [1, 1, 2, 2]
     image = alpha * colour + (1 - alpha) * 1.0  # composited over white, as the renderer does
     out = RenderOutput(image, torch.zeros_like(alpha), alpha)
-    rgba = export_commands._frame(out, 0, True, background=1.0)
+    rgba = commands._frame(out, 0, True, background=1.0)
     assert rgba.shape == (2, 2, 4)
     np.testing.assert_array_equal(rgba[..., 3], [[255, 128], [64, 0]])
     for y, x in ((0, 0), (0, 1), (1, 0)):
         np.testing.assert_allclose(rgba[y, x, :3], [191, 64, 128], atol=1)
-    assert export_gen.background_value(Generator(**TINY)) == 1.0  # the default white background
+    assert generate.background_value(Generator(**TINY_G)) == 1.0  # the default white background

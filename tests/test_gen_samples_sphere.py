@@ -105,7 +105,7 @@ def cli(*args):
 
 
 def expected_color(G, seed):
-    from training.export_utils import z_from_seed
+    from export.utils import z_from_seed
 
     w = G.mapping(z_from_seed(seed, G.z_dim))[0, 0]
     return np.round((torch.tanh(w[:3]).detach().numpy() + 1) * 127.5)
@@ -205,7 +205,7 @@ def test_random_cameras_follow_the_seed(snapshot, tmp_path):
 
 
 def test_video_and_interp_frame_counts(snapshot, tmp_path):
-    from training.export_utils import read_video
+    from export.utils import read_video
 
     path, G = snapshot
     res = cli(
@@ -339,7 +339,7 @@ def test_cameras_come_from_options_or_preset(snapshot, tmp_path):
 
 
 def test_failed_mesh_render_keeps_the_mesh(snapshot, tmp_path, monkeypatch):
-    from training import mesh_render
+    from export import mesh_render
 
     monkeypatch.setattr(
         mesh_render, 'render_mesh_in_subprocess', lambda *a, **k: 'the mesh render exited with code -11'

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from shared_doubles import naive_modulated_conv
 
 from torch_utils import threads
 from torch_utils.ops import conv2d_gradfix
-from training import config, derive
+from training.options import config, derive
 
 
 def _model_kwargs(preset: str, **flags):
@@ -71,7 +72,7 @@ def test_small_convs_give_the_same_values_and_gradients_on_one_thread():
 
 def test_the_training_adam_step_equals_the_for_loop_adam():
     """make_adam's fused step makes the same updates as the reference for-loop Adam (float32 round-off)."""
-    from training import train_step
+    from training.loop import train_step
 
     torch.manual_seed(0)
     a = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
@@ -93,7 +94,7 @@ def test_the_training_adam_step_equals_the_for_loop_adam():
 
 
 def test_plane_projection_views_equal_indexing_by_the_named_axes():
-    from training.triplane import PLANE_AXES, project_onto_planes
+    from training.networks.triplane import PLANE_AXES, project_onto_planes
 
     coords = torch.randn(2, 5, 3, requires_grad=True)
     naive = torch.stack([coords[..., list(axes)] for axes in PLANE_AXES], dim=1)  # [N, 3, P, 2]
@@ -113,7 +114,7 @@ def test_channels_last_discriminator_matches_a_float64_reference():
     """D runs its conv blocks in channels_last; logits and gradients equal a float64 copy's to fp32 round-off."""
     import copy
 
-    from training.discriminator import PatchDiscriminator
+    from training.networks.discriminator import PatchDiscriminator
 
     torch.manual_seed(0)
     D = PatchDiscriminator(64, 32, channel_base=512, channel_max=32, hyper_dim=16, hyper_table_dim=8)
@@ -138,18 +139,17 @@ def test_channels_last_discriminator_matches_a_float64_reference():
 @pytest.mark.parametrize('fused', [None, True, False])
 @pytest.mark.parametrize('N,H,up', [(3, 4, 2), (3, 8, 1), (1, 4, 1)])
 def test_modulated_conv_forms_equal_the_reference(fused, N, H, up):
-    """Both forms of G's modulated conv, and the default choice between them, equal layers.modulated_conv2d."""
+    """Both forms of G's modulated conv, and the default choice between them, equal a naive per-sample conv."""
     from torch_utils.ops import upfirdn2d
-    from training import triplane
-    from training.layers import modulated_conv2d
+    from training.networks import synthesis
 
     torch.manual_seed(0)
     x = torch.randn(N, 6, H, H, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(5, 6, 3, 3, dtype=torch.float64, requires_grad=True)
     styles = torch.randn(N, 6, dtype=torch.float64, requires_grad=True)
     kw = dict(up=up, padding=1, resample_filter=upfirdn2d.setup_filter([1, 3, 3, 1]).to(torch.float64))
-    ours = triplane.modulated_conv(x, weight, styles, fused=fused, **kw)
-    ref = modulated_conv2d(x, weight, styles, flip_weight=(up == 1), **kw)
+    ours = synthesis.modulated_conv(x, weight, styles, fused=fused, **kw)
+    ref = naive_modulated_conv(x, weight, styles, flip_weight=(up == 1), **kw)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
     g = torch.randn_like(ref)
     for a, b in zip(
@@ -160,7 +160,7 @@ def test_modulated_conv_forms_equal_the_reference(fused, N, H, up):
 
 @pytest.mark.parametrize('points', [30, 200])  # fewer / more points than plane pixels: both sampling layouts
 def test_decode_equals_sample_then_forward_in_both_layouts(points):
-    from training import triplane
+    from training.networks import triplane
 
     torch.manual_seed(0)
     dec = triplane.TriPlaneDecoder(4, 8).double()
@@ -178,10 +178,10 @@ def test_decode_equals_sample_then_forward_in_both_layouts(points):
 
 
 def test_small_modulated_convs_run_unfused():
-    from training import triplane
+    from training.networks import synthesis
 
     torch.manual_seed(0)
     x, weight, styles = torch.randn(4, 8, 16, 16), torch.randn(8, 8, 3, 3), torch.randn(4, 8)
-    default = triplane.modulated_conv(x, weight, styles, padding=1)
-    assert torch.equal(default, triplane.modulated_conv(x, weight, styles, padding=1, fused=False))
-    assert not torch.equal(default, triplane.modulated_conv(x, weight, styles, padding=1, fused=True))
+    default = synthesis.modulated_conv(x, weight, styles, padding=1)
+    assert torch.equal(default, synthesis.modulated_conv(x, weight, styles, padding=1, fused=False))
+    assert not torch.equal(default, synthesis.modulated_conv(x, weight, styles, padding=1, fused=True))

@@ -100,6 +100,11 @@ def test_shipped_demo_preset_dry_run(setup):
         (['--metrics', 'fid50k_full,fid1M'], '--metrics: unknown metric "fid1M"'),
         (['--gamma', 'sometimes'], "--gamma: gamma must be a number >= 0 or 'auto', got 'sometimes'"),
         (['--gamma', '-1'], "--gamma: gamma must be a number >= 0 or 'auto', got -1.0"),
+        # Each of these passed --dry-run once and failed inside every training process:
+        (['--triplane-res', '48'], '--triplane-res 48 must be a power of two >= 4'),
+        (['--patch-res', '12'], '--patch-res 12 must be a power of two >= 8 (D halves'),
+        (['--patch-res', '4'], '--patch-res 4 must be a power of two >= 8'),
+        (['--target', '1'], '--aug ada: AdaController: need 0 < target < 1'),
     ],
 )
 def test_user_mistakes_are_one_line_errors(setup, extra, message):
@@ -121,6 +126,24 @@ def test_kwargs_with_their_own_option_are_an_error(tmp_path):
     result = _invoke(*cli_args(setup, '--dry-run'))
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
     assert 'loss_kwargs.blur_init_sigma has its own option; set "blur_sigma" instead' in result.output
+
+
+@pytest.mark.parametrize(
+    'group, value, message',
+    [
+        ('sampler_kwargs', dict(beta_strat=0.1), 'unknown key "beta_strat" (did you mean "beta_start"?)'),
+        ('sampler_kwargs', dict(scales=[0.5]), 'unknown key "scales"'),  # a key of the discrete sampler only
+        ('sampler_kwargs', dict(beta_end=0.5), 'sampler_kwargs.beta_end has its own option; set "beta_end"'),
+        ('sampler_kwargs', dict(beta_start=-1), 'sampler_kwargs: beta patch sampler: beta_start=-1'),
+        ('augment_kwargs', dict(rotate=2.0), 'augment_kwargs: AugmentPipe: transform weights'),
+        ('loss_kwargs', dict(blur_fade_kimgs=1), 'unknown key "blur_fade_kimgs"'),
+    ],
+)
+def test_every_kwargs_group_is_checked_at_the_door(tmp_path, group, value, message):
+    setup = make_tiny_setup(tmp_path, **{group: value})
+    result = _invoke(*cli_args(setup, '--dry-run'))
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert message in result.output, result.output
 
 
 def test_unknown_model_kwarg_is_an_error(tmp_path):
@@ -153,3 +176,15 @@ def test_camera_prior_flag_picks_the_dataset_poses_or_the_fit(tmp_path):
     preset.write_text(preset.read_text().replace('camera_fit: {kind: normal, yaw_std: 0.25}\n', ''))
     result = _invoke(*cli_args(setup, '--dry-run', '--camera-prior', 'fit'))
     assert result.exit_code != 0 and 'no camera_fit' in result.output
+
+
+def test_training_options_are_the_options_the_derived_kwargs_and_the_run(setup):
+    """Every key of training_options.json has one source: an option as resolved, derived, or the run's."""
+    from training.options import config, derive, launch
+
+    c = _dry_run(setup, '--beta-end', '0.7')
+    assert set(c) == set(config.DEFAULTS) | set(derive.DERIVED_KEYS) - {'class_names'} | set(launch.RUN_KEYS)
+    opts = config.resolve(config.load_preset(setup['cfg']), dict(beta_end=0.7))
+    for key in set(config.DEFAULTS) - set(derive.DERIVED_KEYS):
+        assert c[key] == opts[key], key  # derive adds keys; it never changes an option
+    assert c['sampler_kwargs']['beta_end'] == c['beta_end'] == 0.7

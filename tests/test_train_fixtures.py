@@ -115,25 +115,26 @@ def cli_args(setup: dict, *extra) -> list:
 def ddp_worker(c: dict, out_dir: str) -> None:
     """Run by distributed.spawn in each rank: train, then save this rank's final weights for comparison."""
     from torch_utils import distributed
-    from training import training_loop
+    from training.loop import training_loop
 
     info = distributed.get_info()
     s = training_loop.training_loop(c, rank=info.rank, world_size=info.world_size, device=info.device)
-    state = {f'{name}.{k}': v for name in ('G', 'D', 'G_ema') for k, v in s[name].state_dict().items()}
+    state = {
+        f'{name}.{k}': v for name in ('G', 'D', 'G_ema') for k, v in getattr(s, name).state_dict().items()
+    }
     torch.save(state, os.path.join(out_dir, f'rank{info.rank}.pt'))
 
 
 def tiny_train_state(G, optimizers: dict, rank: int = 0, world_size: int = 1, **c):
     """A TrainState as training_loop.setup makes it, holding only G and its optimizers (snapshot unit tests)."""
     import dnnlib
-    from training import run_dir, train_step
+    from training.loop import run_dir, train_step
+    from training.loop.train_state import TrainState
 
     c = dnnlib.EasyDict(dict(seed=0, run_dir=None), **c)
-    return dnnlib.EasyDict(
+    return TrainState(
         c=c, rank=rank, world_size=world_size, input_stream=train_step.make_input_stream(c.seed),
-        device=torch.device('cpu'), G=G, D=None, G_ema=None, augment_pipe=None, ada=None,
-        optimizers=optimizers, best_metric=None, log=run_dir.RunLog(None, enabled=rank == 0),
-        progress=dnnlib.EasyDict(cur_nimg=0, cur_tick=0, batch_idx=0, tick_start_nimg=0, total_time=0.0),
+        device=torch.device('cpu'), G=G, optimizers=optimizers, log=run_dir.RunLog(None, enabled=rank == 0),
     )  # fmt: skip
 
 
@@ -164,3 +165,23 @@ def assert_same_training_state(a: dict, b: dict) -> None:
     assert ta.keys() == tb.keys()
     for key in ta:
         assert torch.equal(ta[key], tb[key]), key
+
+
+def setup_train_state(setup: dict, flags: dict | None = None):
+    """training_loop.setup of a make_tiny_setup() run (run directory made), ready for train_step."""
+    from training.loop import training_loop
+    from training.options import launch
+
+    c = launch.resolve_training_options(
+        outdir=setup['outdir'], cfg=setup['cfg'], data=setup['data'], gpus=1, resume=None, seed=0, desc=None,
+        flags=flags or {},
+    )  # fmt: skip
+    launch._prepare_run_dir(c)
+    return training_loop.setup(c, rank=0, world_size=1, device='cpu')
+
+
+def take_step(s) -> None:
+    """One training step as the loop takes it."""
+    from training.loop import train_step, training_loop
+
+    train_step.train_step(s, training_loop.next_real_batches(s), training_loop.generator_kwargs(s))

@@ -3,7 +3,7 @@
 A checkpoint is a dict of plain data only: numbers, strings, bools, None, lists, tuples, dicts and
 tensors, plus `format_version`. Modules are stored as `module_state(...)`: the class's stable name
 from dnnlib/registry.py, its recorded constructor kwargs (`misc.record_init_kwargs`) and its
-state_dict. The layout of a training snapshot is training/snapshots.py's (the only writer of one).
+state_dict. The layout of a training snapshot is training/loop/snapshots.py's (the only writer of one).
 
 `save` writes with `torch.save` to a temp file beside the target, fsyncs and renames it over the
 target, so a crash or kill during the write leaves the previous file intact. `load` reads with

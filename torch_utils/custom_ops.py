@@ -148,7 +148,7 @@ def _cuda_arch_list() -> list[str]:
 
 
 def _cuda_extra_include_paths() -> list[str]:
-    """Headers (cuBLAS, cuSPARSE, ...) that pip's nvidia-* packages ship beside torch; see ../shared/CUDA.md."""
+    """Headers (cuBLAS, cuSPARSE, ...) that pip's nvidia-* packages ship beside torch."""
     root = os.path.dirname(os.path.dirname(torch.__file__))
     return sorted(glob.glob(os.path.join(root, 'nvidia', '*', 'include')))
 

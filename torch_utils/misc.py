@@ -119,13 +119,6 @@ def requires_grad(module: torch.nn.Module, flag: bool):
             p.requires_grad_(prev)
 
 
-def nan_to_num_grads(module: torch.nn.Module) -> None:
-    """Replace NaN/inf gradients by finite values in place (as StyleGAN2-ADA does before each step)."""
-    for p in module.parameters():
-        if p.grad is not None:
-            torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
-
-
 # ----------------------------------------------------------------------------
 # Cross-rank consistency.
 
@@ -149,13 +142,3 @@ def check_ddp_consistency(module: torch.nn.Module, ignore_regex: str | None = No
         torch.distributed.broadcast(other, src=0)
         if not torch.equal(torch.nan_to_num(local), torch.nan_to_num(other)):
             raise RuntimeError(f'rank {torch.distributed.get_rank()}: "{name}" differs from rank 0')
-
-
-@contextlib.contextmanager
-def ddp_sync(module: torch.nn.Module, sync: bool):
-    """Skip DDP's gradient all-reduce (for all but the last accumulation round) when sync is False."""
-    if sync or not isinstance(module, torch.nn.parallel.DistributedDataParallel):
-        yield
-    else:
-        with module.no_sync():
-            yield

@@ -224,7 +224,9 @@ class AdaController:
     go from 0 to 1 in `speed_kimg` kimg. Its own state (the step count) is plain data for checkpoints.
     """
 
-    def __init__(self, target=0.6, interval=4, speed_kimg=500, batch_size=64):
+    def __init__(
+        self, *, target, interval, speed_kimg, batch_size
+    ):  # --target, --ada-interval, --ada-kimg, --batch
         if not (0 < target < 1) or interval < 1 or speed_kimg <= 0 or batch_size < 1:
             raise ValueError(
                 f'AdaController: need 0 < target < 1, interval >= 1, speed_kimg > 0, batch_size >= 1; '

@@ -13,7 +13,6 @@ import zipfile
 import numpy as np
 import PIL.Image
 import torch
-import yaml
 
 from training import cameras
 from training.dataset_labels import (  # noqa: F401 (re-exported: the dataset's public API)
@@ -25,10 +24,11 @@ from training.dataset_labels import (  # noqa: F401 (re-exported: the dataset's 
     parse_classes,
     parse_labels,
 )
+from training.options import config
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
 BACKGROUNDS = dict(white=(255, 255, 255), black=(0, 0, 0), gray=(128, 128, 128))
-PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'datasets')
+PRESET_DIR = config.DATASET_PRESET_DIR
 
 
 # ----------------------------------------------------------------------------
@@ -229,10 +229,6 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return len(self._names) * (2 if self.mirror else 1)
 
     @property
-    def image_shape(self) -> list[int]:
-        return [self.num_channels, self.resolution, self.resolution]
-
-    @property
     def num_raw_images(self) -> int:
         return len(self._names)
 
@@ -317,27 +313,16 @@ OPTIONAL_PRESET_KEYS = dict(
 
 def load_dataset_preset(name: str) -> dict:
     """The preset `configs/datasets/<name>.yaml` (or a path to a YAML file) as a validated dict."""
-    path = name if name.endswith(('.yaml', '.yml')) else os.path.join(PRESET_DIR, f'{name}.yaml')
-    if not os.path.isfile(path):
-        known = (
-            sorted(f[:-5] for f in os.listdir(PRESET_DIR) if f.endswith('.yaml'))
-            if os.path.isdir(PRESET_DIR)
-            else []
-        )
-        raise DatasetError(f'dataset preset {name!r} not found ({path}); known presets: {known}')
-    with open(path) as f:
-        try:
-            preset = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise DatasetError(f'{path}: not valid YAML ({str(e).splitlines()[0]})') from None
-    if not isinstance(preset, dict):
-        raise DatasetError(f'{path}: expected a mapping of keys {sorted(PRESET_KEYS)}')
     allowed = {**PRESET_KEYS, **OPTIONAL_PRESET_KEYS}
-    unknown, missing = sorted(set(preset) - set(allowed)), sorted(set(PRESET_KEYS) - set(preset))
-    if unknown or missing:
-        raise DatasetError(
-            f'{path}: unknown keys {unknown}, missing keys {missing}; allowed: {sorted(allowed)}'
-        )
+    try:
+        path, preset = config.read_preset(
+            name, allowed, 'dataset', folder=PRESET_DIR
+        )  # the one preset reader
+    except config.ConfigError as err:
+        raise DatasetError(str(err)) from None
+    missing = sorted(set(PRESET_KEYS) - set(preset))
+    if missing:
+        raise DatasetError(f'{path}: missing keys {", ".join(missing)} (every dataset preset sets them)')
     for key, types in allowed.items():
         if key not in preset:
             continue

@@ -17,23 +17,6 @@ from training.cameras import camera_to_angles
 PHASES = ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth')
 
 
-def resolve_r1_gamma(r1_gamma, img_resolution: int, batch_size=None) -> float:
-    """A number, or 'auto' = 0.0002 * R^2 / batch_size (StyleGAN2-ADA's heuristic, R = full image size)."""
-    if r1_gamma == 'auto':
-        if batch_size is None:
-            raise ValueError("PatchLoss: r1_gamma='auto' needs batch_size (the total batch size)")
-        return 0.0002 * img_resolution**2 / batch_size
-    if isinstance(r1_gamma, str) or r1_gamma < 0:
-        raise ValueError(f"PatchLoss: r1_gamma={r1_gamma!r} must be a number >= 0 or 'auto'")
-    return float(r1_gamma)
-
-
-def lazy_regularization(lr: float, betas, reg_interval: int):
-    """Adam lr and betas for a module whose regularizer runs every `reg_interval` steps (StyleGAN2 App. B)."""
-    ratio = reg_interval / (reg_interval + 1)
-    return lr * ratio, [b**ratio for b in betas]
-
-
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable blur with the public code's kernel exp2(-(x / sigma)^2) (a Gaussian of std sigma / sqrt(2 ln 2)
     ~= 0.85 sigma), taps |x| <= floor(3 sigma), normalised to sum 1, zero padded to keep the size."""
@@ -75,17 +58,16 @@ class PatchLoss:
         G,  # Generator: G(z, camera, patch_params=..., **gen_kwargs).image -> [N, 3, r, r].
         D,  # PatchDiscriminator: D(img, patch_params, camera_angles) -> [N, 1].
         augment_pipe=None,  # AugmentPipe applied to real and fake patches alike; None = off.
-        r1_gamma=0.05,  # R1 weight; 'auto' = 0.0002 * R^2 / batch_size.
-        batch_size=None,  # Total batch size; needed only for r1_gamma='auto'.
-        blur_init_sigma=0.0,  # Blur sigma (patch pixels, exp2 kernel) of D's inputs at cur_nimg = 0; 0 = off.
+        *,
+        r1_gamma,  # R1 weight, a number >= 0: the --gamma option (derive resolves its 'auto').
+        blur_init_sigma,  # Blur sigma (patch pixels, exp2 kernel) of D's inputs at cur_nimg = 0; 0 = off (--blur-sigma).
         blur_fade_kimg=200,  # The blur fades linearly to 0 over this many kimg (public code: 10 over 200).
     ):
         self.device, self.G, self.D = device, G, D
         self.augment_pipe = augment_pipe
-        img_resolution = getattr(D, 'img_resolution', None)
-        if r1_gamma == 'auto' and img_resolution is None:
-            raise ValueError("PatchLoss: r1_gamma='auto' needs D.img_resolution")
-        self.r1_gamma = resolve_r1_gamma(r1_gamma, img_resolution, batch_size)
+        if isinstance(r1_gamma, (str, bool)) or not r1_gamma >= 0:
+            raise ValueError(f'PatchLoss: r1_gamma={r1_gamma!r} must be a number >= 0')
+        self.r1_gamma = float(r1_gamma)
         self.blur_init_sigma, self.blur_fade_kimg = float(blur_init_sigma), float(blur_fade_kimg)
 
     def blur_sigma(self, cur_nimg: float) -> float:

@@ -131,9 +131,10 @@ class BetaPatchSampler(PatchSampler):
         self,
         img_resolution: int,  # R: full image resolution.
         patch_resolution: int,  # r: patch resolution.
+        *,
+        beta_end: float,  # beta(T): the --beta-end option (default in training/options/config.py).
+        anneal_kimg: float,  # T in kimg, the --anneal-kimg option.
         beta_start: float = 0.001,  # beta(0): ~0 puts almost all mass at s = 1 (whole image).
-        beta_end: float = 0.8,  # beta(T): slightly below 1 keeps some focus on structure (Sec. 3.3).
-        anneal_kimg: float = 10000,  # T in kimg.
         pixel_aligned: bool = False,  # Snap offsets to image pixel edges.
         group_size: int = 1,  # Share parameters within D's minibatch-stddev groups (1 = independent, Eq. 3).
     ):
@@ -176,8 +177,9 @@ class UniformPatchSampler(PatchSampler):
         self,
         img_resolution: int,  # R: full image resolution.
         patch_resolution: int,  # r: patch resolution.
+        *,
+        anneal_kimg: float,  # T in kimg, the --anneal-kimg option.
         s_min_start: float = 0.9,  # s_min(0) as in GRAF (Appendix B.3).
-        anneal_kimg: float = 10000,  # T in kimg.
         pixel_aligned: bool = False,  # Snap offsets to image pixel edges.
         group_size: int = 1,  # Share parameters within D's minibatch-stddev groups (1 = independent, Eq. 3).
     ):
@@ -243,8 +245,8 @@ class DiscretePatchSampler(PatchSampler):
 PATCH_SAMPLERS = {cls.kind: cls for cls in (BetaPatchSampler, UniformPatchSampler, DiscretePatchSampler)}
 
 
-def make_patch_sampler(kind: str = 'beta', img_resolution: int = 256, patch_resolution: int = 64, **kwargs):
-    """Build a patch sampler by name: 'beta' (Eq. 5, default), 'uniform' (Eq. 4) or 'discrete'."""
+def make_patch_sampler(kind: str, img_resolution: int, patch_resolution: int, **kwargs):
+    """Build a patch sampler by name: 'beta' (Eq. 5), 'uniform' (Eq. 4) or 'discrete'."""
     if kind not in PATCH_SAMPLERS:
         raise ValueError(f'unknown patch sampler kind {kind!r}: choose one of {sorted(PATCH_SAMPLERS)}')
     return PATCH_SAMPLERS[kind](img_resolution, patch_resolution, **kwargs)

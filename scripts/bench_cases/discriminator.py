@@ -12,8 +12,8 @@ import time
 import torch
 
 from training.augment import AugmentPipe
-from training.discriminator import PatchDiscriminator
 from training.loss import r1_penalty
+from training.networks.discriminator import PatchDiscriminator
 from training.patches import make_patch_sampler
 
 PAPER_D = dict(img_resolution=256, patch_resolution=64)
@@ -43,7 +43,9 @@ def _median_ms(fn, device, repeats: int) -> float:
 def _inputs(device, batch):
     torch.manual_seed(0)
     img = torch.randn(batch, 3, 64, 64, device=device)
-    params = make_patch_sampler('beta', 256, 64).sample(batch, 5_000_000, device=device)
+    params = make_patch_sampler('beta', 256, 64, beta_end=0.8, anneal_kimg=10000).sample(
+        batch, 5_000_000, device=device
+    )
     return img, params
 
 

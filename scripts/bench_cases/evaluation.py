@@ -29,7 +29,7 @@ from PIL import Image  # noqa: E402
 import dnnlib  # noqa: E402
 from metrics import frechet  # noqa: E402
 from metrics import metric_utils as mu  # noqa: E402
-from training import config, derive  # noqa: E402
+from training.options import config, derive  # noqa: E402
 
 NUM_REALS = 16  # real images timed for the one-off statistics pass (then extrapolated to the dataset)
 

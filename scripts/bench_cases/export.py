@@ -13,7 +13,9 @@ import time
 
 import torch
 
-from training import cameras, geometry
+# A generator shaped like configs/demo.yaml (64^2 images, 64^2 tri-planes, 12 + 12 samples per ray, the
+from export import geometry
+from training import cameras
 
 # A generator shaped like configs/demo.yaml (64^2 images, 64^2 tri-planes, 12 + 12 samples per ray, the
 # demo dataset's scene box and ray bounds), randomly initialised: speed does not depend on training.
@@ -56,8 +58,8 @@ def _timed(fn, device, repeats: int, warmup: bool = True) -> tuple[list[float], 
 
 
 def _demo_generator(device):
-    from training.export_gen import synthesize
-    from training.generator import Generator
+    from export.generate import synthesize
+    from training.networks.generator import Generator
 
     torch.manual_seed(0)
     G = Generator(**DEMO_G).eval().requires_grad_(False).to(device)
@@ -93,7 +95,7 @@ def _warm_up_marching_cubes():
 
 
 def geometry_case(args, resolution: int = 256):
-    from training.export_gen import geometry_fns
+    from export.generate import geometry_fns
 
     device = _device(args)
     G, _ws, planes = _demo_generator(device)

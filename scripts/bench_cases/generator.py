@@ -22,7 +22,7 @@ import time
 import torch
 
 from training import cameras
-from training.generator import Generator
+from training.networks.generator import Generator
 
 CONFIGS = {
     # Paper: R = 256, r = 64, Rp = 512, 48 + 48 samples, batch 4 (all other sizes are the defaults).

@@ -1,7 +1,7 @@
 """Benchmarks of one full training step (scripts/bench.py discovers CASES; each fn(args) -> dict).
 
 A step is Gmain + Dmain + Dreg / r1_interval (lazy R1, amortized) + the G_ema update, run by the loop's
-own functions (training/train_step.py) on random real images; only the data loading is left out.
+own functions (training/loop/train_step.py) on random real images; only the data loading is left out.
 - training_step_paper: configs/ffhq256.yaml at batch 4 per process (R = 256, r = 64, Rp = 512, 48 + 48).
 - training_step_demo: configs/demo.yaml at its own batch.
 Reported: ms per phase and its share of the amortized step, images/s, and peak memory (CUDA allocator
@@ -19,8 +19,9 @@ if __name__ == '__main__':  # run directly: the repository root, not this folder
 import torch  # noqa: E402
 
 import dnnlib  # noqa: E402
-from training import config, derive, train_step, training_loop  # noqa: E402
 from training.dataset import make_preset_camera_prior  # noqa: E402
+from training.loop import train_step, training_loop  # noqa: E402
+from training.options import config, derive  # noqa: E402
 from training.patches import make_patch_sampler  # noqa: E402
 
 

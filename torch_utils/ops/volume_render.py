@@ -53,7 +53,7 @@ def _composite_ref(colors, sigmas, deltas, t):
 
 
 # ----------------------------------------------------------------------------
-# The CUDA twin (opt-in; compile-checked only until verified on a GPU, see ../shared/CUDA.md).
+# The CUDA twin (opt-in; compile-checked only until verified on a GPU: tests/torch_utils/ops/test_ops_cuda_twins.py).
 
 PLUGIN = dict(
     module_name='volume_render_plugin',

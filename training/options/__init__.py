@@ -1,0 +1,1 @@
+"""Options: defaults and presets (config), derived constructor kwargs (derive), processes (launch)."""
