@@ -178,7 +178,9 @@ def make_quick_setup(dest: str) -> tuple[str, str]:
         img[disc] = rng.randint(0, 256, 3)
         PIL.Image.fromarray(img).save(os.path.join(data, f'img{i:03d}.png'))
         entries.append([f'img{i:03d}.png', labels[i].tolist()])
-    classes = [[name, i % 2] for i, (name, _) in enumerate(entries)]  # the demo preset trains class-conditionally
+    classes = [
+        [name, i % 2] for i, (name, _) in enumerate(entries)
+    ]  # the demo preset trains class-conditionally
     with open(os.path.join(data, 'dataset.json'), 'w') as f:
         json.dump(dict(labels=entries, classes=classes, class_names=['even', 'odd']), f)
     dataset_yaml = os.path.join(dest, 'quick_dataset.yaml')
