@@ -35,20 +35,26 @@ def _frame(out, i: int, foreground_only: bool, background: float | None = None) 
     return np.concatenate([rgb, a8[..., None]], axis=-1)
 
 
+def _render_seed_views(G, cfg, seed, camera, resolution, foreground_only, device):
+    """One seed's sample (its class when conditional) rendered from every view of `camera`: (out, views)."""
+    ws = eg.seeds_to_ws(G, [seed], cfg.trunc, cfg.trunc_cutoff, device, cfg.get('class_index'))
+    cam = eg.view_cameras(cfg.cameras, camera, seed, device)
+    V = cam.batch_size
+    planes = eg.synthesize(G, ws)  # once per seed, shared by its views
+    out = eg.render(
+        G, planes.expand(V, *planes.shape[1:]), ws.expand(V, -1, -1), cam, resolution, foreground_only,
+        **cfg.render_kwargs,
+    )  # fmt: skip
+    return out, V
+
+
 def images(
     G, cfg, seeds, outdir, camera='front', resolution=None, foreground_only=False, grid=True, device='cpu'
 ):
     """Per-seed (and per-view) PNGs plus a grid: one row per seed, one column per view."""
     paths, tiles = [], []
     for seed in tqdm.tqdm(seeds, desc='images', unit='seed'):
-        ws = eg.seeds_to_ws(G, [seed], cfg.trunc, cfg.trunc_cutoff, device, cfg.get('class_index'))
-        cam = eg.view_cameras(cfg.cameras, camera, seed, device)
-        V = cam.batch_size
-        planes = eg.synthesize(G, ws)
-        out = eg.render(
-            G, planes.expand(V, *planes.shape[1:]), ws.expand(V, -1, -1), cam, resolution, foreground_only,
-            **cfg.render_kwargs,
-        )  # fmt: skip
+        out, V = _render_seed_views(G, cfg, seed, camera, resolution, foreground_only, device)
         for v in range(V):
             img = _frame(out, v, foreground_only, eg.background_value(G))
             paths.append(os.path.join(outdir, eu.out_name('images', seed, v if V > 1 else None)))
@@ -127,19 +133,7 @@ def depth(G, cfg, seeds, outdir, camera='front', resolution=None, device='cpu'):
     """Depth and opacity per seed/view: colourised PNGs and raw float32 .npy ([H, W], world units)."""
     paths = []
     for seed in tqdm.tqdm(seeds, desc='depth', unit='seed'):
-        ws = eg.seeds_to_ws(G, [seed], cfg.trunc, cfg.trunc_cutoff, device, cfg.get('class_index'))
-        cam = eg.view_cameras(cfg.cameras, camera, seed, device)
-        V = cam.batch_size
-        planes = eg.synthesize(G, ws)
-        out = eg.render(
-            G,
-            planes.expand(V, *planes.shape[1:]),
-            ws.expand(V, -1, -1),
-            cam,
-            resolution,
-            True,
-            **cfg.render_kwargs,
-        )
+        out, V = _render_seed_views(G, cfg, seed, camera, resolution, True, device)
         for v in range(V):
             d, a = out.depth[v, 0].numpy(), out.opacity[v, 0].numpy()
             view = v if V > 1 else None
