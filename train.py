@@ -69,7 +69,7 @@ def _flags(**kw) -> dict:
 @click.option('--g-fp32', 'g_fp32', help="Keep G's synthesis fp32 (the paper: G fp32, D mixed)" + config.help_default('g_fp32'), type=bool, metavar='BOOL')
 @click.option('--checkpoint', help="Recompute G's high-res synthesis blocks in backward; auto = when --memory-budget-gb needs it" + config.help_default('checkpoint'), type=click.Choice(config.CHOICES['checkpoint']))
 @click.option('--memory-budget-gb', 'memory_budget_gb', help='Synthesis activation memory above which --checkpoint auto recomputes' + config.help_default('memory_budget_gb'), type=click.FloatRange(min=0, min_open=True))
-@click.option('--threads', help='CPU threads per process (OpenMP/MKL); idle threads sleep, so processes sharing cores degrade gracefully  [default: one per core]', type=click.IntRange(min=1))
+@click.option('--threads', help='CPU threads per process (OpenMP/MKL); idle threads sleep, so processes sharing cores degrade gracefully  [default: the preset\'s (demo: 1), else one per core]', type=click.IntRange(min=1))
 @click.option('--camera-prior', 'camera_prior', help="G's cameras: the dataset's poses or the preset's fitted prior  [default: dataset preset]", type=click.Choice(config.CHOICES['camera_prior']))
 # Misc.
 @click.option('--resume', help="Resume: 'latest', a run directory, or a snapshot file", metavar='WHAT')
@@ -106,7 +106,7 @@ def _preset_threads(cfg: str) -> int | None:
         threads = config.load_preset(cfg).get('threads')
     except config.ConfigError:
         return None
-    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
+    return threads if config.is_thread_count(threads) else None  # a bad value: refused by the resolution
 
 
 def _fetch_feature_net(metrics: list[str]) -> None:

@@ -220,6 +220,11 @@ def _check_power_of_two(opts, key: str, low: int, why: str) -> None:
     )
 
 
+def is_thread_count(value) -> bool:
+    """A usable `threads` value: a whole number >= 1 (None, one per core, is checked by the caller)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> None:
     """Check ranges and divisibility; raise ConfigError with one line naming the option."""
     if opts.dataset is None:
@@ -248,8 +253,7 @@ def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> N
         )
     opts.gamma = parse_gamma(opts.gamma, source)
     _check_positive(opts, ['memory_budget_gb'], source)
-    if opts.threads is not None and (not isinstance(opts.threads, int) or isinstance(opts.threads, bool)
-                                     or opts.threads < 1):  # fmt: skip
+    if opts.threads is not None and not is_thread_count(opts.threads):
         raise ConfigError(f'{source}: threads must be a whole number >= 1 or null, got {opts.threads!r}')
     if not 0 <= opts.target <= 1 or not 0 <= opts.p <= 1:
         raise ConfigError(f'--target and p must lie in [0, 1], got target={opts.target}, p={opts.p}')
