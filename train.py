@@ -66,6 +66,7 @@ def _flags(**kw) -> dict:
 @click.option('--cond', help='Class-conditional G and D from the classes in dataset.json' + config.help_default('cond'), type=bool, metavar='BOOL')
 @click.option('--fp32', help='Legacy: true = --precision fp32' + config.help_default('fp32'), type=bool, metavar='BOOL')
 @click.option('--precision', help="Conv precision of G's synthesis and D; auto = bf16 on CPUs/GPUs with native bf16, fp16 on V100-class GPUs, else fp32" + config.help_default('precision'), type=click.Choice(config.CHOICES['precision']))
+@click.option('--reuse-fakes', 'reuse_fakes', help="D trains on G's step's fakes instead of rendering new ones (one G forward per step)" + config.help_default('reuse_fakes'), type=bool, metavar='BOOL')
 @click.option('--g-fp32', 'g_fp32', help="Keep G's synthesis fp32 (the paper: G fp32, D mixed)" + config.help_default('g_fp32'), type=bool, metavar='BOOL')
 @click.option('--checkpoint', help="Recompute G's high-res synthesis blocks in backward; auto = when --memory-budget-gb needs it" + config.help_default('checkpoint'), type=click.Choice(config.CHOICES['checkpoint']))
 @click.option('--memory-budget-gb', 'memory_budget_gb', help='Synthesis activation memory above which --checkpoint auto recomputes' + config.help_default('memory_budget_gb'), type=click.FloatRange(min=0, min_open=True))

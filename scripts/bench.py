@@ -150,6 +150,13 @@ def alias_flat_layout(code_root: str) -> None:
     help="Training cases: keep G's synthesis fp32 (the paper's setting)",
 )
 @click.option(
+    '--reuse-fakes',
+    'reuse_fakes',
+    type=bool,
+    metavar='BOOL',
+    help="Training cases: Dmain trains on Gmain's fakes (one G forward per step)  [default: the preset's]",
+)
+@click.option(
     '--checkpoint',
     type=click.Choice(['auto', 'on', 'off']),
     help="Training cases: gradient checkpointing of G's synthesis",

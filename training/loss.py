@@ -91,12 +91,14 @@ class PatchLoss:
 
     def accumulate_gradients(
         self, phase, real_patches, real_patch_params, real_angles, gen_z, gen_camera, gen_patch_params,
-        gain, cur_nimg, gen_kwargs=None, real_c=None, gen_c=None,
+        gain, cur_nimg, gen_kwargs=None, real_c=None, gen_c=None, gen_images=None, keep_fakes=None,
     ):  # fmt: skip
         """Add this phase's gradients (times `gain`) to the .grad of G's or D's parameters.
 
         real_c / gen_c: one-hot classes [N, c_dim] of the reals and of the fakes (class-conditional G and D
         both see gen_c), or None when unconditional.
+        gen_images: Dmain's fake patches already rendered from these inputs (Gmain's, kept by `keep_fakes`,
+        a list the detached fakes are appended to): D trains on them instead of rendering G again.
 
         Returns the phase's loss (a detached scalar, before `gain`) so the caller can detect divergence.
         """
@@ -109,8 +111,8 @@ class PatchLoss:
         gen = (gen_z, gen_camera, gen_patch_params, gen_angles, gain, blur_sigma, gen_kwargs, gen_c)
         total = torch.zeros([], device=gen_z.device)
         if phase in ('Gmain', 'Gboth'):
-            total = total + self.accumulate_G(*gen).mean()
-        loss_fake = self.accumulate_D_fake(*gen) if phase in ('Dmain', 'Dboth') else None
+            total = total + self.accumulate_G(*gen, keep_fakes=keep_fakes).mean()
+        loss_fake = self.accumulate_D_fake(*gen, images=gen_images) if phase in ('Dmain', 'Dboth') else None
         do_r1 = phase in ('Dreg', 'Dboth') and self.r1_gamma > 0
         if loss_fake is not None or do_r1:
             misc.assert_shape(real_patch_params, [real_patches.shape[0], 3])
@@ -127,9 +129,11 @@ class PatchLoss:
         yaw, pitch, _ = camera_to_angles(camera.cam2world)
         return torch.stack([yaw, pitch], dim=1)
 
-    def accumulate_G(self, z, camera, patch_params, angles, gain, blur_sigma, gen_kwargs, c):
+    def accumulate_G(self, z, camera, patch_params, angles, gain, blur_sigma, gen_kwargs, c, keep_fakes=None):
         with misc.requires_grad(self.D, False):  # G's loss trains G only
             fake = self.run_G(z, camera, patch_params, gen_kwargs, c)
+            if keep_fakes is not None:
+                keep_fakes.append(fake.detach())
             logits = self.run_D(fake, patch_params, angles, blur_sigma, c)
             loss = torch.nn.functional.softplus(-logits)  # Eq. 6, non-saturating: -log sigmoid(D(G(z)))
             training_stats.report('Loss/scores/fake', logits)
@@ -138,9 +142,13 @@ class PatchLoss:
             loss.mean().mul(gain).backward()
         return loss.detach()
 
-    def accumulate_D_fake(self, z, camera, patch_params, angles, gain, blur_sigma, gen_kwargs, c):
-        with torch.no_grad():  # D's loss trains D only; no graph through G
-            fake = self.run_G(z, camera, patch_params, gen_kwargs, c)
+    def accumulate_D_fake(
+        self, z, camera, patch_params, angles, gain, blur_sigma, gen_kwargs, c, images=None
+    ):
+        fake = images
+        if fake is None:
+            with torch.no_grad():  # D's loss trains D only; no graph through G
+                fake = self.run_G(z, camera, patch_params, gen_kwargs, c)
         logits = self.run_D(fake, patch_params, angles, blur_sigma, c)
         loss = torch.nn.functional.softplus(logits)  # -log(1 - sigmoid(D(G(z))))
         training_stats.report('Loss/scores/fake', logits)

@@ -83,6 +83,9 @@ def time_step(s, repeats: int) -> dict:
     names = [phase.name for phase in s.phases] + ['G_ema']
     wall, cpu = {k: [] for k in names}, {k: [] for k in names}
     for i in range(repeats + 1):
+        # a step's Gmain fakes for its Dmain (reuse_fakes); passed only when on, as --code-root may time
+        # a checkout whose run_phase does not take them
+        shared = [] if s.c.get('reuse_fakes') else None
         for name in names:
             phase = next((p for p in s.phases if p.name == name), None)
             _sync(s.device)
@@ -90,7 +93,7 @@ def time_step(s, repeats: int) -> dict:
             if phase is None:
                 train_step.update_ema(s)
             else:
-                train_step.run_phase(s, phase, reals, gen_kwargs)
+                train_step.run_phase(s, phase, reals, gen_kwargs, *([shared] if shared is not None else []))
             _sync(s.device)
             if i > 0:  # the first round is the warm-up
                 wall[name].append(time.perf_counter() - t0)
@@ -118,9 +121,12 @@ def profile_phases(s, row_limit: int = 15) -> None:
     reals = train_step.prepare_reals(s, random_reals(s))
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if s.device.type == 'cuda' else [])
     sort_by = 'self_cuda_time_total' if s.device.type == 'cuda' else 'self_cpu_time_total'
+    shared = [] if s.c.get('reuse_fakes') else None
     for phase in s.phases:
         with profile(activities=activities, profile_memory=True) as prof:
-            train_step.run_phase(s, phase, reals, dict(density_noise_std=0.0))
+            train_step.run_phase(
+                s, phase, reals, dict(density_noise_std=0.0), *([shared] if shared is not None else [])
+            )
             _sync(s.device)
         table = prof.key_averages().table(sort_by=sort_by, row_limit=row_limit, max_name_column_width=36)
         print(f'--- profile of {phase.name} ---\n{table}', file=sys.stderr, flush=True)
@@ -147,7 +153,8 @@ def _case(preset: str, batch: int | None, default_repeats: int):
     return case
 
 
-OPTION_FLAGS = ('precision', 'g_fp32', 'checkpoint')  # training options scripts/bench.py can set
+# training options scripts/bench.py can set
+OPTION_FLAGS = ('precision', 'g_fp32', 'checkpoint', 'reuse_fakes')
 
 CASES = {
     'training_step_paper': _case('ffhq256', batch=4, default_repeats=1),

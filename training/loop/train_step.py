@@ -135,12 +135,36 @@ def class_inputs(real, fake) -> dict:
     return {} if fake.c is None else dict(real_c=real.c, gen_c=fake.c)
 
 
-def run_phase(s: TrainState, phase, reals: list, gen_kwargs: dict) -> None:
-    """Accumulate the phase's gradients over the rounds, average them across ranks, take an Adam step."""
+def phase_inputs(s: TrainState, phase, shared: list | None) -> list:
+    """The fake inputs of each round: fresh draws, except that with reuse_fakes (`shared` a list) Dmain
+    takes Gmain's rounds, whose rendered patches Gmain kept, so a step renders G once instead of twice."""
+    if shared and phase.name == 'Dmain':
+        return shared
+    rounds = gen_inputs(s)
+    if shared is not None and phase.name == 'Gmain':
+        shared[:] = rounds
+    return rounds
+
+
+def rendered_fakes(fake, kept: list | None) -> dict:
+    """The loss's gen_images / keep_fakes, passed only when fakes are reused (a loss may not take them)."""
+    out = {} if kept is None else dict(keep_fakes=kept)
+    if fake.get('images') is not None:
+        out['gen_images'] = fake.images
+    return out
+
+
+def run_phase(s: TrainState, phase, reals: list, gen_kwargs: dict, shared: list | None = None) -> None:
+    """Accumulate the phase's gradients over the rounds, average them across ranks, take an Adam step.
+
+    shared: None, or (reuse_fakes) the step's list through which Dmain reuses Gmain's fakes.
+    """
     phase.opt.zero_grad(set_to_none=True)
     phase.module.requires_grad_(True)
+    keep = shared is not None and phase.name == 'Gmain'
     loss_sum = None  # stays None if the loss does not return its value
-    for real, fake in zip(reals, gen_inputs(s)):
+    for real, fake in zip(reals, phase_inputs(s, phase, shared)):
+        kept = [] if keep else None
         value = s.loss.accumulate_gradients(
             phase=phase.name,
             real_patches=real.img,
@@ -153,7 +177,10 @@ def run_phase(s: TrainState, phase, reals: list, gen_kwargs: dict) -> None:
             cur_nimg=s.progress.cur_nimg,
             gen_kwargs=gen_kwargs,
             **class_inputs(real, fake),
+            **rendered_fakes(fake, kept),
         )
+        if kept:
+            fake.images = kept[0]  # G's patches before its step: Dmain trains D on them
         if value is not None:
             value = torch.as_tensor(value, dtype=torch.float32).detach().sum().cpu()
             loss_sum = value if loss_sum is None else loss_sum + value
@@ -217,9 +244,10 @@ def update_ada(s: TrainState) -> None:
 def train_step(s: TrainState, real_batches: list, gen_kwargs: dict) -> None:
     """One step over the global batch; counters advance by `batch` images."""
     reals = prepare_reals(s, real_batches)
+    shared = [] if s.c.get('reuse_fakes') else None  # Dmain trains on Gmain's fakes (one G render per step)
     for phase in s.phases:
         if s.progress.batch_idx % phase.interval == 0:
-            run_phase(s, phase, reals, gen_kwargs)
+            run_phase(s, phase, reals, gen_kwargs, shared)
     update_ema(s)
     s.progress.cur_nimg += s.c.batch
     s.progress.batch_idx += 1

@@ -137,30 +137,30 @@ class DiscriminatorEpilogue(torch.nn.Module):
 class ConditionMapping(torch.nn.Module):
     """Projection-head conditioning -> cmap [N, cmap_dim]: the mapping-network structure (ConditionMLP) over
 
-    [Fourier(yaw, pitch) with dropout | the shared patch embedding | one-hot class], whichever are on.
+    [Fourier(yaw, pitch) with dropout | the shared patch embedding], whichever are on, and the one-hot
+    class embedded on its own (ConditionMLP's c_dim).
     """
 
     def __init__(self, camera_cond, patch_features, c_dim, cmap_dim, camera_num_freqs, camera_dropout,
                  num_layers, lr_multiplier):  # fmt: skip
         super().__init__()
         self.camera_cond, self.patch_features, self.c_dim = camera_cond, patch_features, c_dim
-        in_features = patch_features + c_dim
+        in_features = patch_features
         if camera_cond:  # integer harmonics 1, 2, 4, ... of the angles: periodic in 2 pi
             self.camera_fourier = FourierFeatures(2, camera_num_freqs, min_freq=1 / (2 * math.pi))
             self.camera_dropout = torch.nn.Dropout(camera_dropout)  # App. B.1: keeps D off 3D dataset biases
             in_features += self.camera_fourier.out_features
-        self.mlp = ConditionMLP(in_features, cmap_dim, num_layers, lr_multiplier)
+        self.mlp = ConditionMLP(in_features, cmap_dim, num_layers, lr_multiplier, c_dim=c_dim)
 
     def forward(self, camera_angles, patch_embedding, c):
-        dtype = self.mlp.embed.weight.dtype
+        dtype = self.mlp.dtype
         parts = []
         if self.camera_cond:
             parts.append(self.camera_dropout(self.camera_fourier(camera_angles.to(dtype))))
         if self.patch_features > 0:
             parts.append(patch_embedding.to(dtype))
-        if self.c_dim > 0:
-            parts.append(c.to(dtype))
-        return self.mlp(torch.cat(parts, dim=1))  # [N, cmap_dim]
+        features = torch.cat(parts, dim=1) if parts else None
+        return self.mlp(features, c if self.c_dim > 0 else None)  # [N, cmap_dim]
 
 
 # ----------------------------------------------------------------------------

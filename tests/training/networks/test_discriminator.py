@@ -223,10 +223,29 @@ def test_class_conditioning_projects_a_one_hot_class():
     D = disc.PatchDiscriminator(**TINY, c_dim=3).eval()
     img, params, _ = _inputs()
     c0, c1 = torch.eye(3)[[0, 0, 0, 0]], torch.eye(3)[[1, 1, 1, 1]]
-    assert D.mapping.c_dim == 3 and D.mapping.mlp.embed.in_features == 3 * (8 + 6) + 3
+    assert D.mapping.c_dim == 3 and D.mapping.mlp.embed.in_features == 3 * (8 + 6)
+    assert D.mapping.mlp.embed_c.in_features == 3  # the class has its own embedding
     assert (D(img, params, c=c0) - D(img, params, c=c1)).abs().min() > 1e-7
     with pytest.raises(ValueError, match='class labels'):
         D(img, params)
+
+
+def test_the_class_weighs_as_much_as_the_patch_features_in_the_conditioning():
+    # Embedded and normalised on its own, a one-hot class fills half of the first layer's input, however
+    # many patch features there are (828 in the paper): one embedding of both let the class move it ~10 %.
+    torch.manual_seed(9)
+    D = disc.PatchDiscriminator(**TINY, c_dim=3).eval()
+    embedding = D.patch_embed(_inputs()[1])
+    first = {}
+    hook = D.mapping.mlp.layers[0].register_forward_pre_hook(lambda m, a: first.setdefault('x', a[0]))
+    D.mapping(None, embedding, torch.eye(3)[[0, 1, 2, 0]])
+    hook.remove()
+    features, classes = first['x'].chunk(2, dim=1)
+    assert torch.allclose(features.square().mean(1), torch.ones(4), atol=1e-4)
+    assert torch.allclose(classes.square().mean(1), torch.ones(4), atol=1e-4)
+    assert torch.equal(classes[0], classes[3]) and (classes[0] - classes[1]).abs().max() > 0.1
+    only_classes = disc.ConditionMapping(False, 0, 3, 8, 4, 0.0, 2, 0.01)  # no patch or camera inputs
+    assert only_classes(None, None, torch.eye(3)).shape == (3, 8)
 
 
 def test_adapter_init_scales_the_initial_modulation_and_zero_still_learns():
