@@ -141,23 +141,23 @@ def test_D_is_conditioned_on_the_patch_parameters_that_made_its_inputs(tmp_path,
     assert crops[0][:, 0].std() > 0 and not torch.equal(renders[0], renders[1])  # drawn, not constant
 
 
-def test_reused_fakes_are_the_patches_G_rendered_in_its_step(tmp_path, monkeypatch):
+@pytest.mark.parametrize('reuse', [False, True])
+def test_reused_fakes_are_the_patches_G_rendered_in_its_step(tmp_path, monkeypatch, reuse):
     """reuse_fakes: Dmain trains D on Gmain's own patches (same images, same patch parameters, same
     classes), so G renders once per step; without it, Dmain renders fresh fakes from new inputs."""
-    for reuse in (False, True):
-        s = _state(tmp_path / str(reuse), batch_gpu=4, reuse_fakes=reuse)
-        renders, seen = [], []
-        G_forward, D_forward = s.G.forward, s.D.forward
-        monkeypatch.setattr(s.G, 'forward', lambda *a, **kw: renders.append(G_forward(*a, **kw)) or renders[-1])
-        monkeypatch.setattr(
-            s.D, 'forward', lambda img, p, *a, **kw: (seen.append((img, p)), D_forward(img, p, *a, **kw))[1]
-        )
-        s.progress.cur_nimg = 60  # scales below 1: patch parameters differ between draws
-        take_step(s)  # Gmain (fake), Dmain (fake, real), Dreg (real)
-        assert len(seen) == 4 and len(renders) == (1 if reuse else 2)
-        (g_img, g_params), (d_img, d_params) = seen[0], seen[1]
-        assert torch.equal(d_img, g_img.detach()) == reuse and torch.equal(d_params, g_params) == reuse
-        assert not d_img.requires_grad  # D's loss must not reach G
+    s = _state(tmp_path, batch_gpu=4, reuse_fakes=reuse)
+    renders, seen = [], []
+    G_forward, D_forward = s.G.forward, s.D.forward
+    monkeypatch.setattr(s.G, 'forward', lambda *a, **kw: renders.append(G_forward(*a, **kw)) or renders[-1])
+    monkeypatch.setattr(
+        s.D, 'forward', lambda img, p, *a, **kw: (seen.append((img, p)), D_forward(img, p, *a, **kw))[1]
+    )
+    s.progress.cur_nimg = 60  # scales below 1: patch parameters differ between draws
+    take_step(s)  # Gmain (fake), Dmain (fake, real), Dreg (real)
+    assert len(seen) == 4 and len(renders) == (1 if reuse else 2)
+    (g_img, g_params), (d_img, d_params) = seen[0], seen[1]
+    assert torch.equal(d_img, g_img.detach()) == reuse and torch.equal(d_params, g_params) == reuse
+    assert not d_img.requires_grad  # D's loss must not reach G
 
 
 def _redness(s, G) -> float:
