@@ -54,8 +54,8 @@ DEFAULTS = dict(
     glr=0.002,  # G learning rate (§3.4: 0.002; the public code: 0.0025).
     dlr=0.002,  # D learning rate (§3.4: 0.002).
     betas=[0.0, 0.99],  # Adam betas for G and D (paper: 0, 0.99).
-    reuse_fakes=False,  # Dmain trains D on Gmain's fakes (rendered before G's step) instead of rendering new
-    # ones: one G forward per step instead of two. False = StyleGAN2's order (fresh fakes from the new G).
+    reuse_fakes=True,  # Dmain trains D on Gmain's fakes (rendered before G's step) instead of rendering new
+    # ones: one G forward per step instead of two (paper step 1.26x). False = the public code's (StyleGAN2's) order.
     r1_interval=16,  # Lazy R1: Dreg every this many steps (lr and betas adjusted accordingly).
     ema_kimg=20,  # G_ema half-life in kimg.
     ema_rampup=0.05,  # G_ema ramp-up: half-life at most cur_nimg * ema_rampup; None = no ramp-up.

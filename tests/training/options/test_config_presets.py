@@ -10,7 +10,7 @@ from training.options import config
 PAPER = dict(
     dataset='ffhq256', batch=64, batch_gpu=None, gamma=0.05, kimg=25000, tick=4, snap=50, image_snap=50,
     metrics=['fid2k_full'], mirror=None, aug='ada', p=0.2, target=0.6, ada_interval=4, ada_kimg=500,
-    workers=3, fp32=False, precision='auto', g_fp32=False, checkpoint='auto', memory_budget_gb=4.0, threads=None, glr=0.002, dlr=0.002, betas=[0.0, 0.99], reuse_fakes=False, r1_interval=16, ema_kimg=20,
+    workers=3, fp32=False, precision='auto', g_fp32=False, checkpoint='auto', memory_budget_gb=4.0, threads=None, glr=0.002, dlr=0.002, betas=[0.0, 0.99], reuse_fakes=True, r1_interval=16, ema_kimg=20,
     ema_rampup=0.05, patch_res=64, patch_dist='beta', beta_end=0.8, anneal_kimg=10000, hyper_mod=True,
     hyper_mod_mode='input', patch_cond=True, blur_sigma=10, triplane_res=512, ray_steps=48, bg=False,
     camera_cond=True, cond=False, camera_prior=None, density_noise_std=1.0, density_noise_kimg=5000, grid_seeds=8,
@@ -19,7 +19,7 @@ PAPER = dict(
 )  # fmt: skip
 
 DEMO = dict(
-    dataset='demo', cond=True, batch=4, gamma=0.2, kimg=18, reuse_fakes=True, tick=0.5, snap=8, image_snap=2, metrics=[], aug='noaug', workers=1,
+    dataset='demo', cond=True, batch=4, gamma=0.2, kimg=18, tick=0.5, snap=8, image_snap=2, metrics=[], aug='noaug', workers=1,
     threads=1, precision='fp32', glr=0.0025, ema_kimg=0.5, patch_res=32, anneal_kimg=2, triplane_res=32, ray_steps=8,
     camera_cond=False, density_noise_kimg=0.5, grid_seeds=5, blur_sigma=0.0,
     G_kwargs=dict(z_dim=64, w_dim=64, plane_channels=16, channel_base=1024, channel_max=64, decoder_hidden=32,
