@@ -122,7 +122,8 @@ def test_lazy_r1_gradient_and_adjusted_adam_are_what_the_optimizer_uses(tmp_path
 
 
 def test_D_is_conditioned_on_the_patch_parameters_that_made_its_inputs(tmp_path, monkeypatch):
-    s = _state(tmp_path, batch_gpu=4)  # one accumulation round per phase
+    # One accumulation round per phase; Dmain renders its own fakes (the public code's phase order).
+    s = _state(tmp_path, batch_gpu=4, reuse_fakes=False)
     crops, renders, seen = [], [], []
     crop = patches.crop_patches
     monkeypatch.setattr(patches, 'crop_patches', lambda img, p, r: (crops.append(p), crop(img, p, r))[1])
