@@ -161,6 +161,18 @@ def test_reused_fakes_are_the_patches_G_rendered_in_its_step(tmp_path, monkeypat
     assert not d_img.requires_grad  # D's loss must not reach G
 
 
+def test_a_run_whose_options_predate_reuse_fakes_keeps_rendering_new_fakes(tmp_path, monkeypatch):
+    # An in-place resume takes the run's stored training_options.json: one written before the option
+    # existed has no `reuse_fakes` key, and that run must continue in the order it was trained with.
+    s = _state(tmp_path, batch_gpu=4)
+    del s.c['reuse_fakes']
+    renders = []
+    G_forward = s.G.forward
+    monkeypatch.setattr(s.G, 'forward', lambda *a, **kw: renders.append(1) or G_forward(*a, **kw))
+    take_step(s)
+    assert len(renders) == 2
+
+
 def _redness(s, G) -> float:
     """Mean of R - (G + B) / 2 over 8 fixed samples of G, in [-1, 1] units (reals: about +0.46)."""
     gen = torch.Generator().manual_seed(123)

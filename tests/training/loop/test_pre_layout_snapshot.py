@@ -41,7 +41,10 @@ def _setup(tmp_path) -> dict:
 
 
 def _resume_to_the_end(setup, snapshot: str) -> dict:
-    args = cli_args(setup, '--metrics', 'none', '--kimg', '0.048', '--resume', snapshot)
+    # The older code rendered new fakes for Dmain (the public code's phase order): resume with that order.
+    args = cli_args(
+        setup, '--metrics', 'none', '--kimg', '0.048', '--resume', snapshot, '--reuse-fakes', 'false'
+    )
     result = CliRunner().invoke(train.main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     [run] = run_dir.list_runs(setup['outdir'])
