@@ -160,7 +160,7 @@ class ConditionMapping(torch.nn.Module):
         if self.patch_features > 0:
             parts.append(patch_embedding.to(dtype))
         features = torch.cat(parts, dim=1) if parts else None
-        return self.mlp(features, c if self.c_dim > 0 else None)  # [N, cmap_dim]
+        return self.mlp(features, c)  # [N, cmap_dim]; c is read only when c_dim > 0
 
 
 # ----------------------------------------------------------------------------
