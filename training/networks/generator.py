@@ -112,6 +112,7 @@ class Generator(torch.nn.Module):
         conv_clamp: float | None = 256, # Clamp synthesis conv outputs; None = off.
         decoder_hidden: int = 64,       # Hidden width of the tri-plane decoder MLP.
         density_shift: float = 0.0,     # Added to raw densities before softplus.
+        density_scale: float = 1.0,     # Multiplies the softplus of the densities (1 = the public code).
         scene_bounds: float = 0.2,      # Half-size of the world box the planes cover (the preset's cube scale).
         ray_start: float = 0.88,        # Near bound along each ray (distance from the camera centre).
         ray_end: float = 1.12,          # Far bound along each ray.
@@ -153,7 +154,7 @@ class Generator(torch.nn.Module):
             checkpoint_res,
             precision=precision,
         )
-        self.decoder = TriPlaneDecoder(plane_channels, decoder_hidden, density_shift)
+        self.decoder = TriPlaneDecoder(plane_channels, decoder_hidden, density_shift, density_scale)
         self.background_mlp = BackgroundMLP(w_dim, bg_hidden) if bg_model else None
         self.num_ws = self.synthesis.num_ws + (self.background_mlp.num_ws if bg_model else 0)
         self.c_dim = c_dim

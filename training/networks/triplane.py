@@ -61,10 +61,11 @@ class TriPlaneDecoder(torch.nn.Module):
         feature_dim: int = 32,      # Channels per plane.
         hidden_dim: int = 64,       # Width of the hidden layer.
         density_shift: float = 0.0,  # Added to the raw density before softplus (negative = emptier start).
+        density_scale: float = 1.0,  # Multiplies softplus's output: the densities a sharp edge needs, sooner.
     ):  # fmt: skip
         super().__init__()
         self.feature_dim = feature_dim
-        self.density_shift = density_shift
+        self.density_shift, self.density_scale = density_shift, density_scale
         self.hidden = FullyConnectedLayer(feature_dim, hidden_dim, activation='lrelu')
         self.out = FullyConnectedLayer(hidden_dim, 4)
 
@@ -111,13 +112,15 @@ class TriPlaneDecoder(torch.nn.Module):
 
     def activate(self, raw: torch.Tensor, noise_std: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw outputs [N, P, 4] -> (rgb [N, P, 3] in [-1, 1], sigma [N, P, 1] >= 0); see `activate_outputs`."""
-        return activate_outputs(raw, self.density_shift, noise_std)
+        return activate_outputs(raw, self.density_shift, noise_std, self.density_scale)
 
 
-def activate_outputs(raw: torch.Tensor, density_shift: float = 0.0, noise_std: float = 0.0):
+def activate_outputs(
+    raw: torch.Tensor, density_shift: float = 0.0, noise_std: float = 0.0, density_scale: float = 1.0
+):
     """Raw field outputs [N, P, 4] -> (rgb [N, P, 3] in [-1, 1], sigma [N, P, 1] >= 0).
 
-    Density: softplus(raw + shift + noise_std * n), n ~ N(0, 1) (the noise regularizes early training).
+    Density: scale * softplus(raw + shift + noise_std * n), n ~ N(0, 1) (the noise regularizes early training).
     """
     # DEVIATION: colours go through a (slightly widened) sigmoid so images stay in [-1, 1] as the
     # interface promises; the public EpiGRAF code leaves them unbounded.
@@ -125,4 +128,5 @@ def activate_outputs(raw: torch.Tensor, density_shift: float = 0.0, noise_std: f
     logit = raw[..., 3:] + density_shift
     if noise_std > 0:
         logit = logit + noise_std * torch.randn_like(logit)
-    return rgb, torch.nn.functional.softplus(logit)
+    sigma = torch.nn.functional.softplus(logit)
+    return rgb, sigma * density_scale if density_scale != 1 else sigma

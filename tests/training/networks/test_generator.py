@@ -129,6 +129,24 @@ def test_decoder_ranges_and_density_shift():
     assert not torch.allclose(noisy, sigma)
 
 
+def test_density_scale_multiplies_the_density_and_reaches_the_render():
+    """density_scale k: sigma = k * softplus(raw + shift), colours untouched; a G built with k renders
+    more opaque pixels than the same weights with k = 1 (the factor is not lost between G and decoder)."""
+    torch.manual_seed(0)
+    plain = triplane.TriPlaneDecoder(4, 8, density_shift=-1.0)
+    scaled = triplane.TriPlaneDecoder(4, 8, density_shift=-1.0, density_scale=6.0)
+    scaled.load_state_dict(plain.state_dict())
+    raw = plain(torch.randn(2, 3, 10, 4))
+    (rgb1, sigma1), (rgb6, sigma6) = plain.activate(raw), scaled.activate(raw)
+    assert torch.equal(rgb1, rgb6) and torch.allclose(sigma6, 6.0 * sigma1)
+    G1, G6 = _tiny_G(density_shift=-2.0), _tiny_G(density_shift=-2.0, density_scale=6.0)
+    G6.load_state_dict(G1.state_dict())
+    z, cam = torch.randn(2, G1.z_dim), _camera(2)
+    with torch.no_grad():
+        o1, o6 = _render(G1, z, cam).opacity, _render(G6, z, cam).opacity
+    assert o6.mean() > o1.mean() + 0.05
+
+
 # ----------------------------------------------------------------------------
 # In-place activation of the synthesis network.
 

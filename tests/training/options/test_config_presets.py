@@ -23,7 +23,7 @@ DEMO = dict(
     threads=1, precision='fp32', glr=0.0025, ema_kimg=0.5, patch_res=32, anneal_kimg=2, triplane_res=32, ray_steps=8,
     camera_cond=False, density_noise_kimg=0.5, grid_seeds=5, blur_sigma=0.0,
     G_kwargs=dict(z_dim=64, w_dim=64, plane_channels=16, channel_base=1024, channel_max=64, decoder_hidden=32,
-                  density_shift=-1.0, checkpoint_res=None),
+                  density_shift=-3.0, density_scale=10.0, checkpoint_res=None),
     D_kwargs=dict(channel_base=1024, channel_max=64, hyper_dim=64, hyper_table_dim=32, hyper_adapter_init=0.0,
                   cond_lr_multiplier=1.0),
 )  # fmt: skip
