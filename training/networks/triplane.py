@@ -128,5 +128,4 @@ def activate_outputs(
     logit = raw[..., 3:] + density_shift
     if noise_std > 0:
         logit = logit + noise_std * torch.randn_like(logit)
-    sigma = torch.nn.functional.softplus(logit)
-    return rgb, sigma * density_scale if density_scale != 1 else sigma
+    return rgb, torch.nn.functional.softplus(logit) * density_scale
