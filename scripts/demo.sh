@@ -17,9 +17,12 @@ echo "== demo: rendering the demo datasets (cached after the first run)"
 $py scripts/dataset_tool.py demo --set shapes --dest data/demo  # the demo preset's
 $py scripts/dataset_tool.py demo --set classic --dest data/demo_classic  # `bash scripts/demo.sh --cfg demo_classic`
 
-echo "== demo: training the demo preset on the CPU"
+# Both cores of a 2-core CPU: two 1-thread processes averaging gradients (the same global batch of 4 as
+# one process, ~1.25x the images per second); one process on a 1-core machine. `--gpus N` overrides it.
+gpus=$(( $(nproc) >= 2 ? 2 : 1 ))
+echo "== demo: training the demo preset on the CPU ($gpus processes)"
 start=$(date +%s)
-$py train.py --outdir "$out/runs" --cfg demo --desc demo "$@"
+$py train.py --outdir "$out/runs" --cfg demo --desc demo --gpus "$gpus" "$@"
 end=$(date +%s)
 run=$(ls -d "$out"/runs/*/ | sort | tail -n 1)
 snapshot=$(ls "$run"network-snapshot-*.pt | sort | tail -n 1)
