@@ -39,6 +39,7 @@ def _flags(**kw) -> dict:
 @click.option('--batch-gpu', 'batch_gpu', help='Batch per process and round  [default: batch/gpus]', type=click.IntRange(min=1))
 @click.option('--gamma', help="R1 weight, a number >= 0 or 'auto' (0.0002*R^2/batch)" + config.help_default('gamma'), metavar='FLOAT|auto')
 @click.option('--kimg', help='Length in thousands of real images' + config.help_default('kimg'), type=click.FloatRange(min=0, min_open=True))
+@click.option('--max-minutes', 'max_minutes', help='Also end after this many minutes of training steps (summed over resumes; a snapshot is written)  [default: no limit]', type=click.FloatRange(min=0, min_open=True))
 @click.option('--tick', help='Progress line every this many kimg' + config.help_default('tick'), type=click.FloatRange(min=0, min_open=True))
 @click.option('--snap', help='Snapshot every this many ticks' + config.help_default('snap'), type=click.IntRange(min=1))
 @click.option('--metrics', help="Comma-separated metrics at each snapshot, or 'none'" + config.help_default('metrics'), metavar='LIST')

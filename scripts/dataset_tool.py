@@ -312,7 +312,11 @@ def render(meshes, dest, views, resolution, radius, fov, color, seed):
 @click.option(
     '--dest', help='Output folder (cached)  [default: data/demo for shapes, data/demo_classic for classic]'
 )
-@click.option('--resolution', type=click.IntRange(min=8), default=64, show_default=True)
+@click.option(
+    '--resolution',
+    type=click.IntRange(min=8),
+    help='Image size R (R x R)  [default: 32, what the demo presets train on]',
+)
 @click.option('--views', type=click.IntRange(min=1), help="Views per object  [default: the set's, 128 or 48]")
 @click.option('--force', is_flag=True, help='Re-render even if the cached dataset matches.')
 @clear_errors
@@ -321,6 +325,7 @@ def demo(demo_set, dest, resolution, views, force):
     import demo_data
 
     dest = dest or ('data/demo' if demo_set == 'shapes' else f'data/demo_{demo_set}')
+    resolution = resolution or demo_data.DEMO_RESOLUTION
     demo_data.build_demo(dest, demo_set, resolution=resolution, views=views, force=force, log=click.echo)
 
 

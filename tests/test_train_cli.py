@@ -86,7 +86,7 @@ def test_shipped_demo_preset_dry_run(setup):
     # The demo preset against a dataset of the wrong resolution: one line naming both numbers.
     result = _invoke('--outdir', setup['outdir'], '--cfg', 'demo', '--data', setup['data'], '--dry-run')
     assert result.exit_code != 0
-    assert 'images are 16x16 but configs/demo.yaml expects 64x64' in result.output
+    assert 'images are 16x16 but configs/demo.yaml expects 32x32' in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 

@@ -1,5 +1,5 @@
 """The README's first command, scripts/demo.sh, end to end on a copy of the repository (a few kimg of
-training would take minutes, so it trains 8 images): CI runs only the test command, and without this test
+training would take minutes, so it trains 16 images): CI runs only the test command, and without this test
 a broken demo.sh (a renamed flag, a moved script) would reach a newcomer first."""
 
 import os
@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 from repo_paths import REPO_ROOT
 
 _NOT_SHIPPED = ('.git', '.venv', 'data', 'demo-out', 'tests', '__pycache__', '*.egg-info', '.pytest_cache')
@@ -37,9 +38,11 @@ def test_demo_sh_renders_trains_and_exports_everything(tmp_path):
         cwd=repo, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert 'demo: trained 0.008 kimg' in proc.stdout and 'demo: done' in proc.stdout
+    # What the final snapshot holds: a run ends at an ADA-interval boundary (4 steps of 4 images).
+    assert 'demo: trained 0.016 kimg' in proc.stdout and 'demo: done' in proc.stdout
     out = repo / 'demo-out'
-    assert len(list((out / 'images').glob('images-seed*.png'))) == 16
+    samples = sorted((out / 'images').glob('images-seed*.png'))
+    assert len(samples) == 16 and Image.open(samples[0]).size == (64, 64)  # 2x the 32^2 training images
     assert list((out / 'images').glob('images-grid-*.png'))
     assert list((out / 'video').glob('*.mp4')) and (out / 'training-grid.png').is_file()
     assert {p.suffix for p in (out / 'mesh').iterdir()} >= {'.ply', '.png'}

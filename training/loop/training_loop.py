@@ -1,7 +1,8 @@
 """The training loop, as an outline of small named steps (StyleGAN2-ADA's procedure, Sec. 3.4):
 
     setup -> [resume] -> repeat { train_step (Gmain, Dmain, Dreg, G_ema, ADA) -> at tick ends:
-    progress line, stats, image grid, snapshot, metrics } until kimg, a stop signal, or divergence.
+    progress line, stats, image grid, snapshot, metrics } until kimg or max_minutes, a stop signal, or
+    divergence.
 
 Every rank runs this function; only rank 0 writes files. A snapshot holds the full state (ADA's
 accumulated signs included), so `--resume` continues exactly from any step; regular ticks end at
@@ -10,6 +11,7 @@ ADA-interval boundaries so that an interrupted and an uninterrupted run log the 
 
 import contextlib
 import copy
+import math
 import os
 import signal
 import time
@@ -121,12 +123,13 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
-def agreed_stop(s: TrainState) -> bool:
-    """True on every rank if any rank received a stop signal."""
-    flag = torch.tensor([1.0 if s.signals.received else 0.0], device=s.device)
+def agreed_stop(s: TrainState, out_of_time: bool) -> tuple[bool, bool]:
+    """(any rank received a stop signal, any rank's clock passed max_minutes), the same on every rank."""
+    flags = torch.tensor([float(s.signals.received is not None), float(out_of_time)], device=s.device)
     if s.world_size > 1:
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return bool(flag.item() > 0)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    stop, out_of_time = flags.tolist()
+    return stop > 0, out_of_time > 0
 
 
 # ----------------------------------------------------------------------------
@@ -207,11 +210,14 @@ def train(s: TrainState) -> str:
         train_logging.save_reals(s, s.dataset)
     s.log.print(f'Training for {s.c.kimg} kimg from kimg {s.progress.cur_nimg / 1000:.3f}...')
     tick_start = time.time()
+    max_seconds = 60 * (s.c.get('max_minutes') or math.inf)  # .get: runs that predate the option
     while True:
         train_step.train_step(s, next_real_batches(s), generator_kwargs(s))
-        stop = agreed_stop(s)  # every step: DataLoader workers may already be gone after a Ctrl-C
+        out_of_time = s.progress.total_time + time.time() - tick_start >= max_seconds
+        # Every step: DataLoader workers may already be gone after a Ctrl-C.
+        stop, out_of_time = agreed_stop(s, out_of_time)
         at_boundary = s.progress.batch_idx % s.c.ada_interval == 0  # keeps tick lengths run-independent
-        done = at_boundary and s.progress.cur_nimg >= s.c.kimg * 1000
+        done = at_boundary and (s.progress.cur_nimg >= s.c.kimg * 1000 or out_of_time)
         tick_due = s.progress.cur_nimg >= s.progress.tick_start_nimg + s.c.tick * 1000
         if not (stop or done or (at_boundary and (tick_due or s.progress.cur_tick == 0))):
             continue
@@ -220,6 +226,10 @@ def train(s: TrainState) -> str:
         end_tick(s, now - tick_start, final=done or stop)
         tick_start = time.time()
         if done or stop:
+            if done and s.progress.cur_nimg < s.c.kimg * 1000:
+                s.log.print(
+                    f'max_minutes {s.c.max_minutes:g} reached at kimg {s.progress.cur_nimg / 1000:.3f}'
+                )
             return 'done' if done else (s.signals.received or 'a signal on another rank')
 
 

@@ -34,6 +34,7 @@ DEFAULTS = dict(
     gamma=0.05,  # R1 weight (§3.4: 0.05); 'auto' = 0.0002 * R^2 / batch (StyleGAN2-ADA's heuristic).
     kimg=25000,  # Training length in thousands of real images shown to D (B.1: 25M).
     tick=4,  # Progress line / stats every this many kimg.
+    max_minutes=None,  # Also end (as done, with a snapshot) after this many minutes of training steps; None = no limit.
     snap=50,  # Snapshot, image grid and metrics every this many ticks.
     image_snap=None,  # Image grid every this many ticks; None = same as snap.
     metrics=['fid50k_full'],  # Metrics computed at each snapshot (metrics registry names).
@@ -255,6 +256,8 @@ def validate(opts: dnnlib.EasyDict, num_gpus: int, source: str = 'options') -> N
         )
     opts.gamma = parse_gamma(opts.gamma, source)
     _check_positive(opts, ['memory_budget_gb'], source)
+    if opts.max_minutes is not None:
+        _check_positive(opts, ['max_minutes'], source)
     if opts.threads is not None and not is_thread_count(opts.threads):
         raise ConfigError(f'{source}: threads must be a whole number >= 1 or null, got {opts.threads!r}')
     if not 0 <= opts.target <= 1 or not 0 <= opts.p <= 1:

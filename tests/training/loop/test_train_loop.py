@@ -132,3 +132,18 @@ def test_nan_loss_stops_naming_the_phase_and_keeps_the_snapshot(tmp_path, monkey
     clamped = _stats(run)[-1]['Progress/nonfinite_grads/Dmain']
     assert round(clamped['mean'] * clamped['num']) == 1 and clamped['num'] == 4
     assert 'WARNING non-finite grads clamped in Dmain: 1 of 4 steps' in result.output
+
+
+@pytest.mark.parametrize('gpus', [1, 2])
+def test_max_minutes_ends_the_run_as_done_with_a_snapshot(tmp_path, gpus):
+    """--max-minutes ends a run early, at a tick boundary, on every rank at the same step (else a rank hangs
+    in the next collective), with the final snapshot; kimg 2 bounds the run if the limit were ignored."""
+    setup = make_tiny_setup(tmp_path, kimg=2, snap=1000, image_snap=1000)
+    result = _train(setup, '--max-minutes', '0.02', '--gpus', str(gpus), '--batch-gpu', str(4 // gpus))
+    assert result.exit_code == 0, result.output
+    [run] = run_dir.list_runs(setup['outdir'])
+    log = open(os.path.join(run, 'log.txt')).read()
+    assert 'max_minutes 0.02 reached at kimg' in log and 'Exiting...' in log
+    progress = checkpoint.load(run_dir.list_snapshots(run)[-1])['progress']
+    assert 0 < progress['cur_nimg'] < 2000 and progress['cur_nimg'] % 16 == 0  # an ADA-interval boundary
+    assert progress['total_time'] >= 0.02 * 60

@@ -1,14 +1,16 @@
 """The shipped presets resolve to pinned options (so refactoring the YAML files cannot change a run)."""
 
 import json
+import os
 
 import pytest
+from repo_paths import REPO_ROOT
 
 from training.options import config
 
 # Every option of the paper's FFHQ 256^2 run (§3.4, Appendix B), as resolved from configs/ffhq256.yaml.
 PAPER = dict(
-    dataset='ffhq256', batch=64, batch_gpu=None, gamma=0.05, kimg=25000, tick=4, snap=50, image_snap=50,
+    dataset='ffhq256', batch=64, batch_gpu=None, gamma=0.05, kimg=25000, tick=4, max_minutes=None, snap=50, image_snap=50,
     metrics=['fid2k_full'], mirror=None, aug='ada', p=0.2, target=0.6, ada_interval=4, ada_kimg=500,
     workers=3, fp32=False, precision='auto', g_fp32=False, checkpoint='auto', memory_budget_gb=4.0, threads=None, glr=0.002, dlr=0.002, betas=[0.0, 0.99], reuse_fakes=True, r1_interval=16, ema_kimg=20,
     ema_rampup=0.05, patch_res=64, patch_dist='beta', beta_end=0.8, anneal_kimg=10000, hyper_mod=True,
@@ -20,7 +22,7 @@ PAPER = dict(
 
 DEMO = dict(
     dataset='demo', cond=True, batch=4, gamma=0.2, kimg=18, tick=0.5, snap=8, image_snap=2, metrics=[], aug='noaug', workers=1,
-    threads=1, precision='fp32', glr=0.0025, ema_kimg=0.5, patch_res=32, anneal_kimg=2, beta_end=0.01, triplane_res=32, ray_steps=8,
+    threads=1, precision='fp32', glr=0.0025, ema_kimg=0.5, patch_res=32, triplane_res=32, ray_steps=8,
     camera_cond=False, density_noise_kimg=0.5, grid_seeds=5, blur_sigma=0.0,
     G_kwargs=dict(z_dim=64, w_dim=64, plane_channels=16, channel_base=1024, channel_max=64, decoder_hidden=32,
                   density_shift=-3.0, density_scale=10.0, checkpoint_res=None),
@@ -135,3 +137,17 @@ def test_a_constructor_parameter_fed_by_an_option_has_no_default_of_its_own():
     for cls, name in fed:
         param = inspect.signature(cls.__init__).parameters[name]
         assert param.default is inspect.Parameter.empty, f'{cls.__name__}.{name} has a default of its own'
+
+
+@pytest.mark.parametrize('name', ['demo', 'demo_classic'])
+def test_demo_patches_are_whole_images_of_the_demo_data(name, monkeypatch):
+    """The CPU demo trains on whole images: its patch size is its data's resolution (paper_map, "The CPU
+    demo"), and dataset_tool renders the demo data at that size by default."""
+    from training.options import derive
+
+    monkeypatch.syspath_prepend(os.path.join(REPO_ROOT, 'scripts'))
+    import demo_data
+
+    opts = config.resolve(config.load_preset(name), {})
+    resolution = derive.load_dataset_preset(opts.dataset, name)['resolution']
+    assert opts.patch_res == resolution == demo_data.DEMO_RESOLUTION
