@@ -124,7 +124,10 @@ class StopSignals:
 
 
 def agreed_stop(s: TrainState, out_of_time: bool) -> tuple[bool, bool]:
-    """(any rank received a stop signal, any rank's clock passed max_minutes), the same on every rank."""
+    """(any rank received a stop signal, rank 0's clock passed max_minutes), the same on every rank. Rank 0's
+    clock decides: its total_time is the one the log and the snapshot keep (the other ranks' clocks also
+    count the time they wait for rank 0's snapshots)."""
+    out_of_time = out_of_time and s.rank == 0
     flags = torch.tensor([float(s.signals.received is not None), float(out_of_time)], device=s.device)
     if s.world_size > 1:
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)

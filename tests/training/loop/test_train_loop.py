@@ -137,8 +137,10 @@ def test_nan_loss_stops_naming_the_phase_and_keeps_the_snapshot(tmp_path, monkey
 @pytest.mark.parametrize('gpus', [1, 2])
 def test_max_minutes_ends_the_run_as_done_with_a_snapshot(tmp_path, gpus):
     """--max-minutes ends a run early, at a tick boundary, on every rank at the same step (else a rank hangs
-    in the next collective), with the final snapshot; kimg 2 bounds the run if the limit were ignored."""
-    setup = make_tiny_setup(tmp_path, kimg=2, snap=1000, image_snap=1000)
+    in the next collective), with the final snapshot; kimg 2 bounds the run if the limit were ignored. Rank
+    0's clock decides, so the stored total_time reaches the limit although rank 1's clock, which also counts
+    its waits for rank 0's snapshots (one every tick here), runs ahead."""
+    setup = make_tiny_setup(tmp_path, kimg=2, snap=1, image_snap=1)  # rank-0 work every tick
     result = _train(setup, '--max-minutes', '0.02', '--gpus', str(gpus), '--batch-gpu', str(4 // gpus))
     assert result.exit_code == 0, result.output
     [run] = run_dir.list_runs(setup['outdir'])

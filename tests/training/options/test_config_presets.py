@@ -22,7 +22,7 @@ PAPER = dict(
 
 DEMO = dict(
     dataset='demo', cond=True, batch=4, gamma=0.2, kimg=18, tick=0.5, snap=8, image_snap=2, metrics=[], aug='noaug', workers=1,
-    threads=1, precision='fp32', glr=0.0025, ema_kimg=0.5, patch_res=32, triplane_res=32, ray_steps=8,
+    threads=1, precision='fp32', glr=0.0025, ema_kimg=0.5, patch_res=32, triplane_res=16, ray_steps=8,
     camera_cond=False, density_noise_kimg=0.5, grid_seeds=5, blur_sigma=0.0,
     G_kwargs=dict(z_dim=64, w_dim=64, plane_channels=16, channel_base=1024, channel_max=64, decoder_hidden=32,
                   density_shift=-3.0, density_scale=10.0, checkpoint_res=None),
