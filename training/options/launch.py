@@ -16,7 +16,7 @@ from training.options import config
 # Keys of training_options.json that describe the run rather than the model or its training.
 RUN_KEYS = ('cfg', 'seed', 'num_gpus', 'desc', 'outdir', 'run_dir', 'resume', 'resume_file')
 # Options that may change when a run is resumed in place; every other option must match the stored one.
-RESUME_MUTABLE = ('kimg', 'tick', 'snap', 'image_snap', 'metrics', 'workers', 'desc', 'resume')
+RESUME_MUTABLE = ('kimg', 'max_minutes', 'tick', 'snap', 'image_snap', 'metrics', 'workers', 'desc', 'resume')
 
 
 def torchrun_world_size() -> int | None:

@@ -149,3 +149,16 @@ def test_max_minutes_ends_the_run_as_done_with_a_snapshot(tmp_path, gpus):
     progress = checkpoint.load(run_dir.list_snapshots(run)[-1])['progress']
     assert 0 < progress['cur_nimg'] < 2000 and progress['cur_nimg'] % 16 == 0  # an ADA-interval boundary
     assert progress['total_time'] >= 0.02 * 60
+
+
+def test_a_run_ended_by_max_minutes_resumes_in_place_with_a_larger_budget(tmp_path):
+    """max_minutes is a stopping rule like kimg: resuming in place may change it (else the stored limit, already
+    spent, would end the resumed run at its first step, and any other value would be refused)."""
+    setup = make_tiny_setup(tmp_path, kimg=2, snap=1000, image_snap=1000)
+    assert _train(setup, '--max-minutes', '0.01').exit_code == 0
+    [run] = run_dir.list_runs(setup['outdir'])
+    first = checkpoint.load(run_dir.list_snapshots(run)[-1])['progress']
+    result = _train(setup, '--max-minutes', '0.03', '--resume', 'latest')
+    assert result.exit_code == 0, result.output
+    last = checkpoint.load(run_dir.list_snapshots(run)[-1])['progress']
+    assert first['cur_nimg'] < last['cur_nimg'] < 2000 and last['total_time'] >= 0.03 * 60
