@@ -150,9 +150,15 @@ def test_demo_command_renders_once_then_is_cached(tmp_path, demo_set, images, ob
         assert np.isclose(np.abs(bounds).max(), 1.0, atol=1e-5), name  # normalised into [-1, 1]^3
     with zipfile.ZipFile(dest / 'dataset.zip') as zf:
         meta = json.loads(zf.read('dataset.json'))
-    classes = dict(meta['classes'])  # the class is the shape: the folder name before _c<colouring>
-    assert sorted(meta['class_names']) == shapes and len(classes) == images
-    assert all(meta['class_names'][k] == name.split('_c')[0] for name, k in classes.items())
+    classes = dict(meta['classes'])  # one class per object (folder <shape>_c<colouring>)
+    assert len(meta['class_names']) == objects and len(classes) == images
+    assert sorted(set(classes.values())) == list(range(objects))
+    assert (
+        sorted(n.split('_c')[0] for n in meta['class_names'][: len(shapes)]) == shapes
+    )  # grid rows: each shape
+    for name, k in classes.items():  # named after the shape where the shape has one colouring
+        folder = name.split('/')[0]
+        assert meta['class_names'][k] == (folder.split('_c')[0] if objects == len(shapes) else folder), name
     proc = run_python(code)
     assert 'already' in proc.stdout
 

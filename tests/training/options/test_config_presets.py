@@ -38,7 +38,7 @@ EXPECTED = dict(
     plants256=dict(PAPER, dataset='plants256', camera_cond=False, cond=True),
     food256=dict(PAPER, dataset='food256', camera_cond=False, cond=True),
     demo=dict(PAPER, **DEMO),
-    demo_classic=dict(PAPER, **dict(DEMO, dataset='demo_classic')),
+    demo_classic=dict(PAPER, **dict(DEMO, dataset='demo_classic', glr=0.006, dlr=0.0048, grid_seeds=8)),
 )
 
 
