@@ -153,9 +153,8 @@ def test_demo_command_renders_once_then_is_cached(tmp_path, demo_set, images, ob
     classes = dict(meta['classes'])  # one class per object (folder <shape>_c<colouring>)
     assert len(meta['class_names']) == objects and len(classes) == images
     assert sorted(set(classes.values())) == list(range(objects))
-    assert (
-        sorted(n.split('_c')[0] for n in meta['class_names'][: len(shapes)]) == shapes
-    )  # grid rows: each shape
+    first_classes = meta['class_names'][: len(shapes)]  # the training grid's rows and seeds 0..S-1
+    assert sorted(n.split('_c')[0] for n in first_classes) == shapes
     for name, k in classes.items():  # named after the shape where the shape has one colouring
         folder = name.split('/')[0]
         assert meta['class_names'][k] == (folder.split('_c')[0] if objects == len(shapes) else folder), name
